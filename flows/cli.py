@@ -1,0 +1,140 @@
+"""The `gadflow` command line; dvc.yaml stages call these subcommands.
+
+Heavy libraries (torch, prefect, mlflow) are imported inside the commands so that
+`gadflow --help` answers fast. User errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="GAN anomaly detection pipeline: download, prepare, run experiments.")
+
+ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="params file (validated on load)")
+
+QUIET_DEFAULTS = {  # no outside calls: telemetry off (see README); each is overridable from the environment
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+
+
+def _setup_environment() -> None:
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", str(Path(".prefect").resolve()))  # one Prefect database per project
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Prefect's API calls, one line each otherwise
+
+
+class _HideUserErrorTracebacks(logging.Filter):
+    """Prefect logs failed runs with a traceback; for our one-line user errors the line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from models.errors import GadflowError
+
+        if record.exc_info and isinstance(record.exc_info[1], GadflowError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_prefect_tracebacks() -> None:
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_HideUserErrorTracebacks())
+
+
+def user_errors(command):
+    """Turn GadflowError (bad params, files, data) into one line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _setup_environment()
+        from models.errors import GadflowError
+
+        try:
+            return command(*args, **kwargs)
+        except GadflowError as exc:
+            typer.echo(f"gadflow: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("gadflow: interrupted; rerun the same command to resume from the last checkpoint", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def download(name: str = typer.Argument(..., help="a dataset key of params.yaml `download`"), params: Path = ParamsOption) -> None:
+    """Fetch a declared dataset (or copy it from $GADFLOW_DATA_MIRROR) and verify its checksums."""
+    from tasks.config import ParamsError, load_params
+    from tasks.download import download_dataset
+    from tasks.layout import raw_dir
+
+    spec = load_params(params).download.get(name)
+    if spec is None:
+        raise ParamsError(f"download.{name}: no such dataset in {params}")
+    out = download_dataset.fn(name, spec, raw_dir(name))
+    logging.getLogger("gadflow").info("%s: %d files verified in %s", name, len(spec.files), out)
+
+
+@app.command()
+@user_errors
+def prepare(name: str = typer.Argument(..., help="a key of params.yaml `prepare`"), params: Path = ParamsOption) -> None:
+    """Build the one-class train / calibration / test split of a downloaded dataset."""
+    from tasks.config import ParamsError, load_params
+    from tasks.layout import prepared_dir, raw_dir
+    from tasks.prepare import prepare_dataset
+
+    loaded = load_params(params)
+    prep = loaded.prepare.get(name)
+    if prep is None:
+        raise ParamsError(f"prepare.{name}: no such entry in {params}")
+    prepare_dataset.fn(name, prep, loaded.download[prep.source], raw_dir(prep.source), prepared_dir(name))
+
+
+@app.command()
+@user_errors
+def run(
+    experiment: str = typer.Argument(..., help="a key of params.yaml `train`, e.g. mnist-dcgan"),
+    params: Path = ParamsOption,
+    register: bool = typer.Option(True, help="log and register the model in MLflow"),
+) -> None:
+    """Run the Prefect experiment flow: train, calibrate, score, evaluate, register."""
+    from tasks.config import load_params
+
+    loaded = load_params(params)
+    exp = loaded.experiment(experiment)  # validated before any Prefect start-up cost
+    from flows.pipeline import experiment_flow
+
+    _quiet_prefect_tracebacks()
+    result = experiment_flow(exp, loaded.registry, register=register)
+    typer.echo(result)
+
+
+@app.command("check-params")
+@user_errors
+def check_params(params: Path = ParamsOption) -> None:
+    """Validate a params file and list what it declares."""
+    from tasks.config import load_params
+
+    loaded = load_params(params)
+    typer.echo(f"{params}: ok — datasets {sorted(loaded.download)}, prepared {sorted(loaded.prepare)}, experiments {sorted(loaded.train)}")
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app(prog_name="gadflow")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The experiment flow: train -> calibrate -> score -> evaluate -> register, one (dataset, model) cell."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.calibrate import calibrate_model
+from tasks.config import Experiment, RegisterParams
+from tasks.evaluate import evaluate_scores
+from tasks.layout import experiment_dir, prepared_dir
+from tasks.register import register_model
+from tasks.score import score_test_set
+from tasks.train import train_model
+
+
+@flow(name="experiment", log_prints=False)
+def experiment_flow(exp: Experiment, registry: RegisterParams, register: bool = True) -> str:
+    """Run one experiment end to end; returns the registered model URI (or the report folder)."""
+    data_dir = prepared_dir(exp.train.data)
+    out_dir = experiment_dir(exp.name)
+    model_dir = train_model(exp.name, exp.train, data_dir, out_dir)
+    calibrate_model(exp.calibrate, model_dir, data_dir, out_dir)
+    scores = score_test_set(model_dir, data_dir, out_dir, exp.evaluate.score_batch_size)
+    report = evaluate_scores(exp.name, exp.evaluate, scores, model_dir, data_dir, out_dir)
+    if not register:
+        return str(report)
+    return register_model(exp, registry, model_dir, report, out_dir)

@@ -1,0 +1,128 @@
+"""The detector interface every model implements: fit / score / sample / save / load.
+
+Inputs are uint8 images (N, C, H, W) as stored by the prepare stage; the fixed preprocessing
+(uint8 [0, 255] -> float [-1, 1]) is part of the model. Scores: higher = more anomalous.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import atomic_torch_save, load_checkpoint
+from .device import pick_device
+from .errors import GadflowError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+
+
+def to_model_space(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, C, H, W) in [0, 255] -> float32 (B, C, H, W) in [-1, 1] on ``device``."""
+    x = images if torch.is_tensor(images) else torch.from_numpy(np.array(images, dtype=np.uint8))  # owned copy
+    return x.to(device=device, dtype=torch.float32).div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (B, C, H, W) in [-1, 1] -> uint8 (B, C, H, W) in [0, 255] (rounded, clipped)."""
+    return ((x.detach().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
+
+
+def state_fingerprint(*modules: nn.Module) -> str:
+    """sha256 over every parameter and buffer, in order: identifies one trained model."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Detector:
+    """Base class: owns the device, the eval/no_grad bracket, batching and persistence.
+
+    A subclass sets ``kind`` and ``config_cls``, builds its networks in ``__init__`` and
+    implements ``fit``, ``_score_batch`` (model-space batch -> (B,) scores) and ``sample``.
+    """
+
+    kind: ClassVar[str]
+    config_cls: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.device = pick_device(getattr(config, "device", "auto"))
+
+    # --- what subclasses provide -------------------------------------------------------
+    def networks(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def _score_batch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- shared behaviour ------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return state_fingerprint(*self.networks().values())
+
+    def check_input(self, images: np.ndarray) -> None:
+        expected = (self.config.channels, self.config.size, self.config.size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise GadflowError(f"input of shape {tuple(images.shape)} does not match the model's (N, {', '.join(map(str, expected))})")
+
+    def score(self, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
+        """uint8 (N, C, H, W) -> float64 scores (N,); each score depends on its own sample only."""
+        self.check_input(images)
+        nets = self.networks().values()
+        modes = [net.training for net in nets]
+        for net in nets:
+            net.eval()
+        out = []
+        try:
+            from tqdm.auto import tqdm
+
+            starts = range(0, len(images), batch_size)
+            with torch.no_grad():
+                for start in tqdm(starts, desc=f"score {self.kind}", unit="batch", disable=not progress or None):
+                    x = to_model_space(images[start : start + batch_size], self.device)
+                    out.append(self._score_batch(x).double().cpu())
+        finally:
+            for net, mode in zip(nets, modes):
+                net.train(mode)
+        return torch.cat(out).numpy() if out else np.zeros(0)
+
+    def save(self, directory: Path) -> Path:
+        """Write ``model.pt``: kind, config (JSON), model_id and every network's state_dict."""
+        payload = {
+            "kind": self.kind,
+            "config": json.dumps(dataclasses.asdict(self.config)),
+            "model_id": self.model_id,
+            "state": {name: net.state_dict() for name, net in self.networks().items()},
+        }
+        return atomic_torch_save(Path(directory) / MODEL_FILE, payload)
+
+    @classmethod
+    def load(cls, directory: Path, device: str = "auto") -> "Detector":
+        path = Path(directory) / MODEL_FILE
+        return cls.from_payload(load_checkpoint(path), path, device)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], path: Path, device: str = "auto") -> "Detector":
+        if payload.get("kind") != cls.kind:
+            raise GadflowError(f"{path}: is a '{payload.get('kind')}' model, not '{cls.kind}'")
+        fields = json.loads(payload["config"])
+        fields["device"] = device
+        detector = cls(cls.config_cls(**fields))
+        for name, net in detector.networks().items():
+            net.load_state_dict(payload["state"][name])
+        if detector.model_id != payload["model_id"]:
+            raise GadflowError(f"{path}: weights do not match their recorded model_id (corrupt file?)")
+        return detector

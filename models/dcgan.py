@@ -1,0 +1,110 @@
+"""DCGAN generator and discriminator for C×H×W images (H = W, divisible by 4: 28, 32, 64, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import GadflowError
+
+
+@dataclass(frozen=True)
+class DCGANShape:
+    """Image and latent geometry that fixes the network layout."""
+
+    channels: int  # C
+    size: int  # H = W
+    latent_dim: int  # dimension of z
+    base_channels: int  # feature maps of the widest-resolution conv layer
+
+    @property
+    def n_scales(self) -> int:
+        """Number of ×2 up-samplings from the smallest feature map (>= 4 px) to the image."""
+        if self.size % 4 or self.size < 8:
+            raise GadflowError(f"image size {self.size} not supported: need H = W, divisible by 4, >= 8")
+        n = 0
+        while self.size % 2 ** (n + 1) == 0 and self.size // 2 ** (n + 1) >= 4:
+            n += 1
+        return n  # 28 -> 2 (7 px), 32 -> 3 (4 px), 64 -> 4 (4 px)
+
+    @property
+    def start_size(self) -> int:
+        return self.size // 2**self.n_scales
+
+    def width(self, level: int) -> int:
+        """Channels at a level, 0 = the image resolution's conv layer; doubles per level down."""
+        return self.base_channels * 2**level
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """Radford et al. init: conv/linear ~ N(0, 0.02); BatchNorm gamma ~ N(1, 0.02), beta = 0.
+
+    Apply with ``net.apply(init_dcgan_weights)`` (calling it on the net alone would touch nothing).
+    """
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) -> image (B, C, H, W) in [-1, 1]."""
+
+    def __init__(self, shape: DCGANShape) -> None:
+        super().__init__()
+        self.shape = shape
+        top = shape.n_scales - 1
+        s0 = shape.start_size
+        self.project = nn.Sequential(
+            nn.Linear(shape.latent_dim, shape.width(top) * s0 * s0, bias=False),
+            nn.Unflatten(1, (shape.width(top), s0, s0)),
+            nn.BatchNorm2d(shape.width(top)),
+            nn.ReLU(inplace=True),
+        )
+        blocks: list[nn.Module] = []
+        for level in range(top, 0, -1):  # (width(l), s, s) -> (width(l-1), 2s, 2s)
+            blocks += [
+                nn.ConvTranspose2d(shape.width(level), shape.width(level - 1), 4, 2, 1, bias=False),
+                nn.BatchNorm2d(shape.width(level - 1)),
+                nn.ReLU(inplace=True),
+            ]
+        blocks += [nn.ConvTranspose2d(shape.width(0), shape.channels, 4, 2, 1), nn.Tanh()]
+        self.upsample = nn.Sequential(*blocks)
+        self.apply(init_dcgan_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.project(z))  # (B, C, H, W)
+
+
+class Discriminator(nn.Module):
+    """image (B, C, H, W) -> real/fake logit (B,); ``features`` gives the last conv block (B, F)."""
+
+    def __init__(self, shape: DCGANShape) -> None:
+        super().__init__()
+        self.shape = shape
+        layers: list[nn.Module] = [
+            nn.Conv2d(shape.channels, shape.width(0), 4, 2, 1),  # no BatchNorm on the input layer
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for level in range(1, shape.n_scales):  # (width(l-1), s, s) -> (width(l), s/2, s/2)
+            layers += [
+                nn.Conv2d(shape.width(level - 1), shape.width(level), 4, 2, 1, bias=False),
+                nn.BatchNorm2d(shape.width(level)),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers.append(nn.Flatten())
+        self.body = nn.Sequential(*layers)
+        top = shape.n_scales - 1
+        self.head = nn.Linear(shape.width(top) * shape.start_size**2, 1)
+        self.apply(init_dcgan_weights)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # (B, width(top) * s0 * s0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)  # (B,) logits

@@ -1,0 +1,28 @@
+"""Name -> detector class, so tests and tasks can iterate over every model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import MODEL_FILE, Detector
+from .checkpoint import load_checkpoint
+from .dcgan_detector import DCGANDetector
+from .errors import GadflowError
+
+DETECTORS: dict[str, type[Detector]] = {
+    DCGANDetector.kind: DCGANDetector,
+}
+
+
+def get_detector(kind: str) -> type[Detector]:
+    try:
+        return DETECTORS[kind]
+    except KeyError:
+        raise GadflowError(f"unknown model '{kind}'; known: {', '.join(sorted(DETECTORS))}") from None
+
+
+def load_detector(directory: Path, device: str = "auto") -> Detector:
+    """Load whichever detector ``directory/model.pt`` holds."""
+    path = Path(directory) / MODEL_FILE
+    payload = load_checkpoint(path)
+    return get_detector(str(payload.get("kind", "?"))).from_payload(payload, path, device)

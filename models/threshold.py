@@ -1,0 +1,104 @@
+"""Thresholds and conformal p-values. Scores are 'higher = more anomalous' everywhere.
+
+Two label-free thresholds at a nominal false-positive rate alpha:
+- Monte Carlo: the (1 - alpha) quantile of the scores of N samples drawn from the generator;
+- calibration: the conformal (1 - alpha) quantile of the scores of a held-out normal split.
+Both are fitted on model samples or normal calibration data only, never on test data, and
+saved as JSON next to the weights so they travel with the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import GadflowError
+
+ThresholdMethod = Literal["monte_carlo", "calibration"]
+THRESHOLD_FILE = "threshold.json"  # saved in the model folder, beside model.pt
+
+
+def mc_threshold(mc_scores: np.ndarray, nominal_fpr: float) -> float:
+    """(1 - alpha) empirical quantile of Monte Carlo scores (the next observed value up)."""
+    scores = _finite_1d(mc_scores, "Monte Carlo scores")
+    return float(np.quantile(scores, 1.0 - nominal_fpr, method="higher"))
+
+
+def conformal_threshold(calibration_scores: np.ndarray, nominal_fpr: float) -> float:
+    """The ceil((n + 1)(1 - alpha))-th smallest calibration score.
+
+    For exchangeable normal data, P(score > threshold) <= alpha: flagging 'score > threshold'
+    is the same decision as 'p-value <= alpha' with the p-value below.
+    """
+    scores = np.sort(_finite_1d(calibration_scores, "calibration scores"))
+    n = scores.size
+    rank = math.ceil((n + 1) * (1.0 - nominal_fpr))
+    if rank > n:
+        raise GadflowError(
+            f"calibration split of {n} samples is too small for nominal_fpr={nominal_fpr}: "
+            f"need at least {math.ceil(1 / nominal_fpr) - 1} samples"
+        )
+    return float(scores[rank - 1])
+
+
+def conformal_p_values(scores: np.ndarray, calibration_scores: np.ndarray) -> np.ndarray:
+    """p(x) = (1 + #{calibration scores >= s(x)}) / (n + 1), in (0, 1]; small = anomalous."""
+    cal = np.sort(_finite_1d(calibration_scores, "calibration scores"))
+    n_at_least = cal.size - np.searchsorted(cal, np.asarray(scores, dtype=np.float64), side="left")
+    return (1.0 + n_at_least) / (cal.size + 1.0)
+
+
+@dataclass
+class Calibration:
+    """A fitted threshold set for one model, saved as ``threshold.json`` next to the weights."""
+
+    model_id: str  # the detector's fingerprint: a file from another model is refused
+    nominal_fpr: float
+    method: ThresholdMethod  # which threshold labels predictions
+    thresholds: dict[str, float]  # method -> threshold
+    calibration_scores: list[float] = field(repr=False)  # sorted normal-split scores, for p-values
+    mc_summary: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return self.thresholds[self.method]
+
+    def is_anomaly(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) > self.threshold
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        return conformal_p_values(scores, np.asarray(self.calibration_scores))
+
+    def save(self, path: Path) -> None:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(path, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path, expected_model_id: str | None = None) -> "Calibration":
+        try:
+            raw = json.loads(Path(path).read_text())
+            cal = cls(**raw)
+        except FileNotFoundError:
+            raise GadflowError(f"{path}: threshold file not found") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise GadflowError(f"{path}: not a gadflow threshold file ({exc})") from None
+        if expected_model_id is not None and cal.model_id != expected_model_id:
+            raise GadflowError(
+                f"{path}: threshold belongs to model {cal.model_id}, not to the loaded model {expected_model_id}"
+            )
+        return cal
+
+
+def _finite_1d(values: np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise GadflowError(f"{what}: empty")
+    if not np.isfinite(arr).all():
+        raise GadflowError(f"{what}: {int((~np.isfinite(arr)).sum())} non-finite values")
+    return arr

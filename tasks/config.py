@@ -1,0 +1,165 @@
+"""params.yaml schema: one section per stage, validated once at load.
+
+An unknown key, a wrong type or an out-of-range value stops with one line that names the key
+and what is allowed (``ParamsError``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.errors import GadflowError
+
+NAME = r"^[a-z0-9][a-z0-9_-]*$"  # dataset and experiment names (used as folder and model names)
+Name = Annotated[str, Field(pattern=NAME)]
+
+
+class ParamsError(GadflowError):
+    """params.yaml is invalid."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- download --------------------------------------------------------------------------------
+class FileSpec(Strict):
+    """One file of a dataset: where it comes from and what it must hash to."""
+
+    file: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")]  # name on disk and in the mirror
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    urls: Annotated[list[str], Field(min_length=1)]  # canonical first; http(s):// or file://
+
+
+class DatasetSpec(Strict):
+    """A dataset declaration. Formats and the file roles they need:
+
+    - ``idx``: train_images, train_labels, test_images, test_labels (IDX, optionally gzipped);
+    - ``png_folder``: archive (.tar.gz/.tgz/.tar/.zip) holding train/normal/, test/normal/ and
+      test/anomalous/ folders of PNG images, all of one size and channel count.
+    """
+
+    format: Literal["idx", "png_folder"]
+    mirror_dir: str | None = None  # folder name under GADFLOW_DATA_MIRROR (default: the dataset's name)
+    files: dict[str, FileSpec]
+
+    @model_validator(mode="after")
+    def _roles(self) -> "DatasetSpec":
+        needed = {"idx": {"train_images", "train_labels", "test_images", "test_labels"}, "png_folder": {"archive"}}[self.format]
+        if set(self.files) != needed:
+            raise ValueError(f"format '{self.format}' needs exactly the files {sorted(needed)}, got {sorted(self.files)}")
+        return self
+
+
+# --- prepare ---------------------------------------------------------------------------------
+class PrepareParams(Strict):
+    """One-class split: train = normal training images minus a seeded normal calibration split."""
+
+    source: Name  # a key of `download`
+    normal_classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]  # idx labels that are normal
+    calibration_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    seed: int = 0
+
+
+# --- train / calibrate / evaluate per experiment ---------------------------------------------
+class TrainParams(Strict):
+    data: Name  # a key of `prepare`
+    model: Literal["dcgan"]
+    seed: int = 0
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 20
+    batch_size: Annotated[int, Field(ge=2, le=65_536)] = 64
+    latent_dim: Annotated[int, Field(ge=1, le=4096)] = 64
+    base_channels: Annotated[int, Field(ge=4, le=1024)] = 32
+    lr_g: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
+    lr_d: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+
+
+class CalibrateParams(Strict):
+    mc_samples: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
+    nominal_fpr: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
+    label_method: Literal["calibration", "monte_carlo"] = "calibration"
+    seed: int = 1
+
+
+class EvaluateParams(Strict):
+    grid_images: Annotated[int, Field(ge=1, le=256)] = 32  # most / least anomalous test images shown
+    score_batch_size: Annotated[int, Field(ge=1, le=65_536)] = 512
+
+
+class RegisterParams(Strict):
+    tracking_uri: str = ""  # "" = sqlite file mlflow.db in the repo; MLFLOW_TRACKING_URI overrides both
+    experiment: Name = "gadflow"
+    alias: Name = "candidate"
+
+
+class Params(Strict):
+    download: dict[Name, DatasetSpec]
+    prepare: dict[Name, PrepareParams]
+    train: dict[Name, TrainParams]
+    calibrate: dict[Name, CalibrateParams]
+    evaluate: dict[Name, EvaluateParams]
+    registry: RegisterParams = Field(default_factory=RegisterParams, alias="register")  # `register` shadows a pydantic name
+
+    @model_validator(mode="after")
+    def _references(self) -> "Params":
+        for name, prep in self.prepare.items():
+            if prep.source not in self.download:
+                raise ValueError(f"prepare.{name}.source: '{prep.source}' is not a dataset in `download` ({', '.join(self.download)})")
+        for name, train in self.train.items():
+            if train.data not in self.prepare:
+                raise ValueError(f"train.{name}.data: '{train.data}' is not a key of `prepare` ({', '.join(self.prepare)})")
+        for section in ("calibrate", "evaluate"):
+            missing = set(self.train) - set(getattr(self, section))
+            extra = set(getattr(self, section)) - set(self.train)
+            if missing or extra:
+                raise ValueError(f"{section}: needs one entry per experiment in `train`; missing {sorted(missing)}, unknown {sorted(extra)}")
+        return self
+
+    def experiment(self, name: str) -> "Experiment":
+        if name not in self.train:
+            raise ParamsError(f"unknown experiment '{name}'; params.yaml `train` has: {', '.join(self.train)}")
+        return Experiment(name=name, train=self.train[name], calibrate=self.calibrate[name], evaluate=self.evaluate[name])
+
+
+class Experiment(Strict):
+    """Everything one (dataset, model) experiment's flow needs."""
+
+    name: str
+    train: TrainParams
+    calibrate: CalibrateParams
+    evaluate: EvaluateParams
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml; any problem becomes one ParamsError line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ParamsError(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem as 'key.path: message (got value)', plus a count of any others."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"] if not re.fullmatch(r"function-after\[.*\]", str(part)))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    got = "" if first["type"] in ("missing", "value_error") else f" (got {first.get('input')!r})"
+    more = f" [+{len(errors) - 1} more]" if len(errors) > 1 else ""
+    return f"{loc or '<top>'}: {msg}{got}{more}"

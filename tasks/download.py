@@ -1,0 +1,119 @@
+"""Download stage: fetch a declared dataset's files, verify sha256, write atomically.
+
+With GADFLOW_DATA_MIRROR set to a folder laid out like ../shared/datasets
+(``<mirror>/<dataset>/<file>``), files are copied from there instead of the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+from tqdm.auto import tqdm
+
+from models.checkpoint import default_mode
+from models.errors import GadflowError
+
+from .config import DatasetSpec, FileSpec
+from .files import staged_dir
+
+log = logging.getLogger(__name__)
+
+MIRROR_ENV = "GADFLOW_DATA_MIRROR"
+CHUNK = 1 << 20
+
+
+class ChecksumError(GadflowError):
+    """A fetched file does not hash to its declared sha256."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_stream(src, dst, total: int | None, label: str) -> None:
+    with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=None) as bar:
+        while chunk := src.read(CHUNK):
+            dst.write(chunk)
+            bar.update(len(chunk))
+
+
+def _fetch_to(tmp: Path, spec: FileSpec, mirror: Path | None, retries: int, backoff_s: float) -> str:
+    """Write the file's bytes to ``tmp``; return where they came from."""
+    if mirror is not None:
+        source = mirror / spec.file
+        if not source.is_file():
+            raise GadflowError(f"{spec.file}: not found in the mirror at {source} ({MIRROR_ENV}={mirror.parent})")
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            _copy_stream(src, dst, source.stat().st_size, spec.file)
+        return str(source)
+    errors = []
+    for url in spec.urls:
+        for attempt in range(retries + 1):
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as dst:
+                    length = response.headers.get("Content-Length")
+                    _copy_stream(response, dst, int(length) if length else None, spec.file)
+                return url
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+                if attempt < retries:
+                    delay = backoff_s * 2**attempt
+                    log.warning("%s: attempt %d failed (%s); retrying in %.0fs", url, attempt + 1, exc, delay)
+                    time.sleep(delay)
+    raise GadflowError(f"{spec.file}: could not download from any URL ({'; '.join(errors[-len(spec.urls):])})")
+
+
+def fetch_file(spec: FileSpec, out_dir: Path, mirror: Path | None = None, retries: int = 3, backoff_s: float = 2.0) -> Path:
+    """Fetch one file into ``out_dir`` and verify it; a mismatch leaves nothing behind."""
+    target = out_dir / spec.file
+    if target.is_file() and sha256_of(target) == spec.sha256:
+        log.info("%s: present, checksum ok", target)
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.file}.", suffix=".part", dir=out_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        source = _fetch_to(tmp, spec, mirror, retries, backoff_s)
+        actual = sha256_of(tmp)
+        if actual != spec.sha256:
+            raise ChecksumError(f"{spec.file}: sha256 mismatch (expected {spec.sha256[:12]}…, got {actual[:12]}…) from {source}; nothing was written")
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("%s: fetched from %s, checksum ok", target, source)
+    return target
+
+
+def mirror_for(name: str, spec: DatasetSpec) -> Path | None:
+    root = os.environ.get(MIRROR_ENV)
+    if not root:
+        return None
+    if not Path(root).is_dir():
+        raise GadflowError(f"{MIRROR_ENV}={root}: not a folder")
+    return Path(root) / (spec.mirror_dir or name)
+
+
+@task(cache_policy=NONE, persist_result=False)
+def download_dataset(name: str, spec: DatasetSpec, out_dir: Path) -> Path:
+    """Fetch every declared file of one dataset into ``out_dir`` (all verified, or an error)."""
+    mirror = mirror_for(name, spec)
+    # Verified files land in a staging folder first, so a failure on the 3rd file leaves no half dataset.
+    with staged_dir(out_dir) as staging:
+        for spec_file in tqdm(list(spec.files.values()), desc=f"download {name}", unit="file", disable=None):
+            fetch_file(spec_file, staging, mirror)
+    return out_dir

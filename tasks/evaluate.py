@@ -1,0 +1,107 @@
+"""Evaluate step: metrics at each threshold, ranking metrics, figures and a summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from models import Calibration
+from models.threshold import THRESHOLD_FILE
+
+from .calibrate import MC_SCORES_FILE
+from .config import EvaluateParams
+from .files import atomic_write_text
+from .metrics import ranking_metrics, threshold_metrics
+from .plots import image_grid, pr_plot, roc_plot, score_histogram
+from .prepare import load_prepared
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "summary.json"
+
+
+def _curve_csv(path: Path, frame: pd.DataFrame, max_points: int = 500) -> None:
+    """Thinned curve table for `dvc plots show` (full curves are in the PNGs)."""
+    step = max(1, len(frame) // max_points)
+    atomic_write_text(path, frame.iloc[::step].to_csv(index=False, float_format="%.6g"))
+
+
+def interpretation(name: str, m: dict, method: str) -> str:
+    op = m["thresholds"][method]
+    return (
+        f"{name}: at the {method} threshold {op['threshold']:.4g} (nominal FPR {m['nominal_fpr']:.1%}) "
+        f"{op['tp'] + op['fp']} of {m['counts']['test']} test samples are flagged; "
+        f"recall {op['recall']:.3f} at precision {op['precision']:.3f}, achieved FPR on test normals {op['fpr']:.1%}; "
+        f"AUROC {m['auroc']:.3f}."
+    )
+
+
+@task(cache_policy=NONE, persist_result=False)
+def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_dir: Path, data_dir: Path, out_dir: Path) -> Path:
+    """Write report/metrics.json, report/summary.json and report/plots/*; return the report folder."""
+    report = out_dir / "report"
+    plots = report / "plots"
+    frame = pd.read_parquet(scores_path)
+    labels, scores = frame["label"].to_numpy(), frame["score"].to_numpy()
+    calibration = Calibration.load(model_dir / THRESHOLD_FILE)
+    mc_scores = np.load(out_dir / "calibration" / MC_SCORES_FILE)
+
+    per_method = {}
+    for method, value in calibration.thresholds.items():
+        per_method[method] = {"threshold": value, **threshold_metrics(labels, scores > value)}
+    chosen = per_method[calibration.method]
+    metrics = {
+        "experiment": name,
+        "threshold_method": calibration.method,
+        "threshold": calibration.threshold,
+        "nominal_fpr": calibration.nominal_fpr,
+        "precision": chosen["precision"],
+        "recall": chosen["recall"],
+        "f1": chosen["f1"],
+        "achieved_fpr": chosen["fpr"],
+        **ranking_metrics(labels, scores),
+        "thresholds": per_method,
+        "counts": {"test": int(len(labels)), "test_anomalous": int(labels.sum()), "mc_samples": int(mc_scores.size), "calibration": len(calibration.calibration_scores)},
+    }
+    summary = {
+        "experiment": name,
+        "threshold": calibration.threshold,
+        "threshold_method": calibration.method,
+        "score": {"mean": float(scores.mean()), "min": float(scores.min()), "max": float(scores.max())},
+        "score_by_label": {str(k): {"mean": float(g.mean()), "n": int(g.size)} for k, g in frame.groupby("label")["score"]},
+        "monte_carlo": calibration.mc_summary,
+        "flagged": int(chosen["tp"] + chosen["fp"]),
+        "interpretation": interpretation(name, metrics, calibration.method),
+    }
+    atomic_write_text(report / METRICS_FILE, json.dumps(metrics, indent=1))
+    atomic_write_text(report / SUMMARY_FILE, json.dumps(summary, indent=1))
+
+    # figures
+    score_histogram({"generated (Monte Carlo)": mc_scores, "normal calibration split": np.asarray(calibration.calibration_scores)},
+                    calibration.thresholds, plots / "mc_histogram.png", f"{name}: Monte Carlo vs calibration scores")
+    score_histogram({"test normal": scores[labels == 0], "test anomalous": scores[labels == 1]},
+                    calibration.thresholds, plots / "test_histogram.png", f"{name}: test scores by class")
+    roc_plot(labels, scores, {m: (v["fpr"], v["recall"]) for m, v in per_method.items()}, plots / "roc.png", f"{name}: ROC (AUROC {metrics['auroc']:.3f})")
+    pr_plot(labels, scores, {m: (v["recall"], v["precision"]) for m, v in per_method.items()}, plots / "pr.png", f"{name}: precision-recall (AUPRC {metrics['auprc']:.3f})")
+    fpr, tpr, _ = roc_curve(labels, scores)
+    _curve_csv(report / "roc.csv", pd.DataFrame({"fpr": fpr, "tpr": tpr}))
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    _curve_csv(report / "pr.csv", pd.DataFrame({"recall": recall, "precision": precision}))
+
+    test_images = load_prepared(data_dir).test
+    order = np.argsort(scores, kind="stable")
+    k = min(params.grid_images, len(order))
+    for tag, idx in (("most_anomalous", order[::-1][:k]), ("least_anomalous", order[:k])):
+        captions = [f"{scores[i]:.3g} {'A' if labels[i] else 'N'}{frame['class'].iat[i]}" for i in idx]
+        image_grid(np.asarray(test_images[idx]), plots / f"{tag}.png",
+                   f"{name}: {k} {tag.replace('_', ' ')} test samples (score, N/A = normal/anomaly + class)", captions)
+    log.info(summary["interpretation"])
+    return report

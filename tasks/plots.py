@@ -1,0 +1,121 @@
+"""Report figures (matplotlib, Agg backend). Every function writes one PNG atomically."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from models.checkpoint import atomic_write_bytes  # noqa: E402
+
+THRESHOLD_COLOURS = {"calibration": "tab:red", "monte_carlo": "tab:purple"}
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _tile(images: np.ndarray, ncol: int) -> np.ndarray:
+    """uint8 (N, C, H, W) -> one (rows*H, ncol*W[, 3]) mosaic; 4-channel RGB-D shows RGB only."""
+    n, c, h, w = images.shape
+    shown = images[:, :3] if c >= 3 else images[:, :1]
+    nrow = math.ceil(n / ncol)
+    canvas = np.full((nrow * (h + 2), ncol * (w + 2), shown.shape[1]), 255, dtype=np.uint8)
+    for i, img in enumerate(shown):
+        r, col = divmod(i, ncol)
+        canvas[r * (h + 2) : r * (h + 2) + h, col * (w + 2) : col * (w + 2) + w] = img.transpose(1, 2, 0)
+    return canvas[..., 0] if canvas.shape[-1] == 1 else canvas
+
+
+def image_grid(images: np.ndarray, path: Path, title: str, captions: list[str] | None = None, ncol: int = 8) -> Path:
+    """A grid of uint8 (N, C, H, W) images, optionally with one caption per image."""
+    ncol = max(1, min(ncol, len(images)))
+    nrow = math.ceil(len(images) / ncol)
+    if captions is None:
+        fig, ax = plt.subplots(figsize=(ncol * 0.9 + 0.5, nrow * 0.9 + 0.6))
+        ax.imshow(_tile(images, ncol), cmap="gray", vmin=0, vmax=255)
+        ax.axis("off")
+        ax.set_title(title, fontsize=9)
+        return _save(fig, path)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * 1.1, nrow * 1.25), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, caption in zip(axes.flat, images, captions):
+        ax.imshow(_tile(img[None], 1), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def score_histogram(groups: dict[str, np.ndarray], thresholds: dict[str, float], path: Path, title: str, xlabel: str = "anomaly score (higher = more anomalous)") -> Path:
+    """Overlaid histograms of score groups, with a vertical line per threshold."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    values = np.concatenate([np.asarray(v, dtype=float) for v in groups.values()])
+    bins = np.histogram_bin_edges(values, bins=60)
+    for label, scores in groups.items():
+        ax.hist(scores, bins=bins, alpha=0.55, density=True, label=f"{label} (n={len(scores)})")
+    for name, value in thresholds.items():
+        ax.axvline(value, color=THRESHOLD_COLOURS.get(name, "black"), linestyle="--", label=f"{name} threshold {value:.4g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def roc_plot(labels: np.ndarray, scores: np.ndarray, operating_points: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
+    """ROC curve with each threshold's (FPR, TPR) marked."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot(fpr, tpr, label="ROC")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
+    for name, (x, y) in operating_points.items():
+        ax.scatter([x], [y], color=THRESHOLD_COLOURS.get(name, "black"), zorder=3, label=f"{name} (FPR {x:.3f}, TPR {y:.3f})")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def pr_plot(labels: np.ndarray, scores: np.ndarray, operating_points: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
+    """Precision-recall curve of the anomaly class, each threshold's (recall, precision) marked."""
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot(recall, precision, label="PR")
+    ax.axhline(np.mean(labels), color="grey", linestyle=":", linewidth=0.8, label=f"prevalence {np.mean(labels):.3f}")
+    for name, (r, p) in operating_points.items():
+        ax.scatter([r], [p], color=THRESHOLD_COLOURS.get(name, "black"), zorder=3, label=f"{name} (R {r:.3f}, P {p:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, path)
+
+
+def loss_curves(history: list[dict], path: Path, title: str) -> Path:
+    """Per-epoch D and G losses, and mean D(x) / D(G(z))."""
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+    left.plot(epochs, [h["loss_d"] for h in history], marker=".", label="loss D")
+    left.plot(epochs, [h["loss_g"] for h in history], marker=".", label="loss G")
+    left.set_xlabel("epoch")
+    left.legend(fontsize=8)
+    right.plot(epochs, [h["d_real"] for h in history], marker=".", label="mean D(x)")
+    right.plot(epochs, [h["d_fake"] for h in history], marker=".", label="mean D(G(z))")
+    right.set_xlabel("epoch")
+    right.set_ylim(0, 1)
+    right.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

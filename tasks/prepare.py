@@ -1,0 +1,137 @@
+"""Prepare stage: the one-class protocol, written as memory-mappable .npy files plus schema.json.
+
+train  = normal training images minus a seeded normal calibration split
+calib  = that held-out normal split (thresholds and p-values are fitted on it, never on test)
+test   = the full test set, label 0 = normal class, 1 = anomaly
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE
+
+from models.errors import GadflowError
+
+from .config import DatasetSpec, PrepareParams
+from .files import staged_dir
+from .formats import idx_images, idx_labels, png_folder_splits
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "schema.json"
+SPLIT_FILES = {"train": "train.npy", "calib": "calib.npy", "test": "test.npy", "test_labels": "test_labels.npy", "test_classes": "test_classes.npy"}
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared dataset; arrays are memory-mapped, read-only."""
+
+    folder: Path
+    schema: dict
+    train: np.ndarray  # uint8 (N_train, C, H, W)
+    calib: np.ndarray  # uint8 (N_calib, C, H, W)
+    test: np.ndarray  # uint8 (N_test, C, H, W)
+    test_labels: np.ndarray  # int8 (N_test,), 1 = anomaly
+    test_classes: np.ndarray  # int16 (N_test,), the source class (digit), or the label for PNG folders
+
+    @property
+    def channels(self) -> int:
+        return int(self.schema["shape"][0])
+
+    @property
+    def size(self) -> int:
+        return int(self.schema["shape"][1])
+
+
+def load_prepared(folder: Path) -> PreparedData:
+    folder = Path(folder)
+    try:
+        schema = json.loads((folder / SCHEMA).read_text())
+        arrays = {key: np.load(folder / file, mmap_mode="r") for key, file in SPLIT_FILES.items()}
+    except FileNotFoundError as exc:
+        raise GadflowError(f"{folder}: prepared data incomplete ({Path(exc.filename).name} missing); run the prepare stage") from None
+    return PreparedData(folder=folder, schema=schema, **arrays)
+
+
+def one_class_split(
+    train_images: np.ndarray, train_classes: np.ndarray, test_images: np.ndarray, test_classes: np.ndarray,
+    normal_classes: list[int], calibration_fraction: float, seed: int,
+) -> dict[str, np.ndarray]:
+    """Split by the one-class protocol; the calibration split is a seeded draw from the normal training images."""
+    normal_idx = np.flatnonzero(np.isin(train_classes, normal_classes))
+    if normal_idx.size == 0:
+        present = sorted(set(np.unique(train_classes).tolist()))
+        raise GadflowError(f"normal_classes {normal_classes}: no training images of these classes (classes present: {present})")
+    n_calib = int(round(calibration_fraction * normal_idx.size))
+    if n_calib < 1 or n_calib >= normal_idx.size:
+        raise GadflowError(f"calibration_fraction {calibration_fraction} of {normal_idx.size} normal images leaves an empty split")
+    shuffled = np.random.default_rng(seed).permutation(normal_idx)
+    calib_idx, train_idx = np.sort(shuffled[:n_calib]), np.sort(shuffled[n_calib:])
+    return {
+        "train": train_images[train_idx],
+        "calib": train_images[calib_idx],
+        "test": np.asarray(test_images),
+        "test_labels": (~np.isin(test_classes, normal_classes)).astype(np.int8),
+        "test_classes": np.asarray(test_classes, dtype=np.int16),
+    }
+
+
+def _read_source(spec: DatasetSpec, raw: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """-> train images, train classes, test images, test classes (PNG folders: class 0 normal, 1 anomalous)."""
+    files = {role: raw / f.file for role, f in spec.files.items()}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise GadflowError(f"raw file(s) missing: {', '.join(missing)}; run the download stage")
+    if spec.format == "idx":
+        train = idx_images(files["train_images"])
+        test = idx_images(files["test_images"])
+        return train, idx_labels(files["train_labels"], len(train)), test, idx_labels(files["test_labels"], len(test))
+    splits = png_folder_splits(files["archive"])
+    test = np.concatenate([splits["test/normal"], splits["test/anomalous"]])
+    test_classes = np.repeat([0, 1], [len(splits["test/normal"]), len(splits["test/anomalous"])])
+    train = splits["train/normal"]
+    return train, np.zeros(len(train), dtype=np.int64), test, test_classes
+
+
+@task(cache_policy=NONE, persist_result=False)
+def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec, raw: Path, out_dir: Path) -> Path:
+    """Build the one-class train / calib / test split of one dataset into ``out_dir``."""
+    train, train_classes, test, test_classes = _read_source(spec, raw)
+    if train.shape[1:] != test.shape[1:]:
+        raise GadflowError(f"{name}: train images {train.shape[1:]} and test images {test.shape[1:]} differ in (C, H, W)")
+    if train.shape[2] != train.shape[3]:
+        raise GadflowError(f"{name}: images are {train.shape[2]}×{train.shape[3]}; only square images are supported")
+    if spec.format == "png_folder" and params.normal_classes != [0]:
+        raise GadflowError(f"prepare.{name}.normal_classes: png_folder datasets define normal by folder; leave it at [0]")
+    splits = one_class_split(train, train_classes, test, test_classes, params.normal_classes, params.calibration_fraction, params.seed)
+    schema = {
+        "name": name,
+        "source": params.source,
+        "format": spec.format,
+        "shape": list(train.shape[1:]),  # (C, H, W)
+        "dtype": "uint8",
+        "pixel_range": [0, 255],
+        "normal_classes": params.normal_classes,
+        "calibration_fraction": params.calibration_fraction,
+        "seed": params.seed,
+        "counts": {
+            "train": len(splits["train"]),
+            "calib": len(splits["calib"]),
+            "test": len(splits["test"]),
+            "test_anomalous": int(splits["test_labels"].sum()),
+        },
+        "files": SPLIT_FILES,
+        "source_sha256": {role: f.sha256 for role, f in spec.files.items()},
+    }
+    with staged_dir(out_dir) as staging:
+        for key, file in SPLIT_FILES.items():
+            np.save(staging / file, splits[key])
+        (staging / SCHEMA).write_text(json.dumps(schema, indent=1))
+    log.info("%s: train %d, calib %d, test %d (%d anomalous), images %s", name, *schema["counts"].values(), schema["shape"])
+    return out_dir

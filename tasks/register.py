@@ -1,0 +1,113 @@
+"""Register step: log the run to MLflow and register the model with its threshold and report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from models import Calibration
+from models.threshold import THRESHOLD_FILE
+from models.errors import GadflowError
+
+from .config import Experiment, RegisterParams
+from .evaluate import METRICS_FILE
+from .files import atomic_write_text
+from .train import train_paths
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("mlflow.db")
+DEFAULT_ARTIFACTS = Path("mlartifacts")
+REGISTERED_FILE = "registered.json"
+
+
+def tracking_uri(registry: RegisterParams) -> str:
+    """MLFLOW_TRACKING_URI, else params' tracking_uri, else sqlite:///<repo>/mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or registry.tracking_uri or f"sqlite:///{DEFAULT_DB.resolve()}"
+
+
+def _experiment_id(client, name: str, uri: str) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = DEFAULT_ARTIFACTS.resolve().as_uri() if uri.startswith("sqlite:") else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _flat(prefix: str, values: dict) -> dict[str, str]:
+    return {f"{prefix}.{k}": str(v) for k, v in values.items()}
+
+
+@task(retries=2, retry_delay_seconds=[5, 20], cache_policy=NONE, persist_result=False)
+def register_model(exp: Experiment, registry: RegisterParams, model_dir: Path, report_dir: Path, out_dir: Path) -> str:
+    """Log params, losses, metrics, figures and the pyfunc model; register it and alias the new version."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(registry)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    metrics = json.loads((report_dir / METRICS_FILE).read_text())
+    calibration = Calibration.load(model_dir / THRESHOLD_FILE)
+    paths = train_paths(out_dir)
+    history = json.loads(paths["history"].read_text())
+
+    with mlflow.start_run(experiment_id=_experiment_id(client, registry.experiment, uri), run_name=exp.name) as run:
+        mlflow.log_params({**_flat("train", exp.train.model_dump()), **_flat("calibrate", exp.calibrate.model_dump()), **_flat("evaluate", exp.evaluate.model_dump())})
+        for record in history:
+            mlflow.log_metrics({k: record[k] for k in ("loss_d", "loss_g", "d_real", "d_fake")}, step=record["epoch"])
+        mlflow.log_metrics({k: metrics[k] for k in ("precision", "recall", "f1", "auroc", "auprc", "achieved_fpr", "threshold", "nominal_fpr")})
+        mlflow.log_metrics({f"fpr_{m}": v["fpr"] for m, v in metrics["thresholds"].items()})
+        mlflow.log_artifacts(str(report_dir), "report")
+        mlflow.log_artifacts(str(paths["samples"]), "samples")
+        mlflow.log_artifact(str(paths["losses"]))
+        example = _input_example(model_dir)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc.py")),  # model from code: nothing pickled
+            artifacts={"model": str(model_dir)},
+            code_paths=[str(Path(__file__).parent.parent / "models")],
+            signature=infer_signature(example, pd.DataFrame({"score": [0.0], "p_value": [1.0], "is_anomaly": [False]})),
+            input_example=example,
+            pip_requirements=_requirements(),
+        )
+    version = mlflow.register_model(info.model_uri, exp.name)
+    tags = {
+        "threshold": calibration.threshold,
+        "threshold_method": calibration.method,
+        "nominal_fpr": calibration.nominal_fpr,
+        "model_id": calibration.model_id,
+        **{f"test_{k}": metrics[k] for k in ("precision", "recall", "f1", "auroc")},
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(exp.name, version.version, key, str(value))
+    client.set_registered_model_alias(exp.name, registry.alias, version.version)
+    model_uri = f"models:/{exp.name}@{registry.alias}"
+    atomic_write_text(out_dir / REGISTERED_FILE, json.dumps({"name": exp.name, "version": version.version, "run_id": run.info.run_id, "uri": model_uri, "tracking_uri": uri}, indent=1))
+    log.info("registered %s version %s as %s", exp.name, version.version, model_uri)
+    return model_uri
+
+
+def _input_example(model_dir: Path) -> pd.DataFrame:
+    """Two all-zero rows with the model's pixel columns p0 … p{C*H*W-1} (float)."""
+    from models import load_detector
+
+    cfg = load_detector(model_dir, device="cpu").config
+    n = cfg.channels * cfg.size * cfg.size
+    if n <= 0:
+        raise GadflowError(f"{model_dir}: model has no input size")
+    return pd.DataFrame(np.zeros((2, n)), columns=[f"p{i}" for i in range(n)])
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("torch", "numpy", "pandas", "mlflow", "tqdm")]

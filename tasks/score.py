@@ -1,0 +1,39 @@
+"""Score step: score every test sample with the model and its threshold; write scores.parquet."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NONE
+
+from models import Calibration, load_detector
+from models.threshold import THRESHOLD_FILE
+
+from .files import write_parquet
+from .prepare import load_prepared
+
+log = logging.getLogger(__name__)
+
+
+@task(cache_policy=NONE, persist_result=False)
+def score_test_set(model_dir: Path, data_dir: Path, out_dir: Path, batch_size: int = 512) -> Path:
+    """Columns: index, label (1 = anomaly), class, score, p_value, is_anomaly."""
+    detector = load_detector(model_dir)
+    calibration = Calibration.load(model_dir / THRESHOLD_FILE, expected_model_id=detector.model_id)
+    data = load_prepared(data_dir)
+    scores = detector.score(np.asarray(data.test), batch_size=batch_size, progress=True)
+    table = pa.table({
+        "index": np.arange(len(scores), dtype=np.int64),
+        "label": np.asarray(data.test_labels, dtype=np.int8),
+        "class": np.asarray(data.test_classes, dtype=np.int16),
+        "score": scores,
+        "p_value": calibration.p_values(scores),
+        "is_anomaly": calibration.is_anomaly(scores),
+    })
+    path = write_parquet(table, out_dir / "scores.parquet")
+    log.info("scored %d test samples; %d flagged at threshold %.5g", len(scores), int(table["is_anomaly"].to_numpy().sum()), calibration.threshold)
+    return path

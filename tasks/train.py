@@ -1,0 +1,57 @@
+"""Train step: fit one detector on the normal training split; checkpoints allow resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE
+
+from models import get_detector
+
+from .config import TrainParams
+from .files import atomic_write_text
+from .plots import image_grid, loss_curves
+from .prepare import load_prepared
+
+log = logging.getLogger(__name__)
+
+
+def train_paths(out_dir: Path) -> dict[str, Path]:
+    """Layout of an experiment's training outputs (``train/`` persists across DVC reruns for resume)."""
+    return {
+        "checkpoints": out_dir / "train" / "checkpoints",
+        "samples": out_dir / "train" / "samples",
+        "history": out_dir / "train" / "history.json",
+        "losses": out_dir / "train" / "losses.png",
+        "model": out_dir / "model",
+    }
+
+
+@task(cache_policy=NONE, persist_result=False)
+def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -> Path:
+    """Train ``params.model`` on the normal training images; return the saved model folder."""
+    data = load_prepared(data_dir)
+    detector_cls = get_detector(params.model)
+    fields = params.model_dump(exclude={"data", "model"})
+    detector = detector_cls(detector_cls.config_cls(channels=data.channels, size=data.size, **fields))
+    paths = train_paths(out_dir)
+    log.info("%s: training %s on %d images %s, device %s", name, params.model, len(data.train), tuple(data.train.shape[1:]), detector.device)
+
+    def save_epoch_grid(record, samples: np.ndarray) -> None:
+        title = f"{name}: fixed-noise samples after epoch {record.epoch} (loss D {record.loss_d:.3f}, G {record.loss_g:.3f})"
+        image_grid(samples, paths["samples"] / f"epoch_{record.epoch:03d}.png", title)
+
+    history = detector.fit(np.asarray(data.train), checkpoint_dir=paths["checkpoints"], on_epoch_end=save_epoch_grid)
+    for stale in paths["samples"].glob("epoch_*.png"):  # grids left by an earlier, longer run
+        if int(stale.stem.split("_")[1]) > params.epochs:
+            stale.unlink()
+    records = [dataclasses.asdict(r) for r in history]
+    atomic_write_text(paths["history"], json.dumps(records, indent=1))
+    loss_curves(records, paths["losses"], f"{name}: training losses")
+    detector.save(paths["model"])
+    return paths["model"]
