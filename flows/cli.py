@@ -112,13 +112,16 @@ def run(
 ) -> None:
     """Run the Prefect experiment flow: train, calibrate, score, evaluate, register."""
     from tasks.config import load_params
+    from tasks.layout import prepared_dir
+    from tasks.prepare import load_prepared
 
     loaded = load_params(params)
-    exp = loaded.experiment(experiment)  # validated before any Prefect start-up cost
+    exp = loaded.experiment(experiment)
+    load_prepared(prepared_dir(exp.train.data))  # fail fast, before Prefect's start-up cost
     from flows.pipeline import experiment_flow
 
     _quiet_prefect_tracebacks()
-    result = experiment_flow(exp, loaded.registry, register=register)
+    result = experiment_flow(exp, loaded.registry, to_registry=register)
     typer.echo(result)
 
 

@@ -14,7 +14,7 @@ from tasks.train import train_model
 
 
 @flow(name="experiment", log_prints=False)
-def experiment_flow(exp: Experiment, registry: RegisterParams, register: bool = True) -> str:
+def experiment_flow(exp: Experiment, registry: RegisterParams, to_registry: bool = True) -> str:
     """Run one experiment end to end; returns the registered model URI (or the report folder)."""
     data_dir = prepared_dir(exp.train.data)
     out_dir = experiment_dir(exp.name)
@@ -22,6 +22,15 @@ def experiment_flow(exp: Experiment, registry: RegisterParams, register: bool = 
     calibrate_model(exp.calibrate, model_dir, data_dir, out_dir)
     scores = score_test_set(model_dir, data_dir, out_dir, exp.evaluate.score_batch_size)
     report = evaluate_scores(exp.name, exp.evaluate, scores, model_dir, data_dir, out_dir)
-    if not register:
+    if not to_registry:
         return str(report)
     return register_model(exp, registry, model_dir, report, out_dir)
+
+
+@flow(name="experiment-from-params")
+def experiment_from_params(experiment: str, params_file: str = "params.yaml", to_registry: bool = True) -> str:
+    """Deployment entry point: load and validate params (the edge), then run the experiment flow."""
+    from tasks.config import load_params
+
+    params = load_params(params_file)
+    return experiment_flow(params.experiment(experiment), params.registry, to_registry=to_registry)

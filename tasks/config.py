@@ -152,6 +152,28 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         raise ParamsError(f"{path}: {describe_validation_error(exc)}") from None
 
 
+def _allowed_keys(model: type[BaseModel], loc: list) -> list[str]:
+    """Field names (by alias) of the model found by walking ``loc`` down from ``model``."""
+    from typing import get_args, get_origin
+
+    current: object = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]  # dict[Name, X]: the part is a user key
+        else:
+            return []
+        while get_origin(current) is Annotated:
+            current = get_args(current)[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """The first problem as 'key.path: message (got value)', plus a count of any others."""
     errors = exc.errors(include_url=False)
@@ -159,7 +181,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     loc = ".".join(str(part) for part in first["loc"] if not re.fullmatch(r"function-after\[.*\]", str(part)))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        allowed = _allowed_keys(Params, [p for p in first["loc"][:-1]])
+        msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
     got = "" if first["type"] in ("missing", "value_error") else f" (got {first.get('input')!r})"
     more = f" [+{len(errors) - 1} more]" if len(errors) > 1 else ""
     return f"{loc or '<top>'}: {msg}{got}{more}"

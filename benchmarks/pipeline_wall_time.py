@@ -1,0 +1,67 @@
+"""Wall time of the README's main job (`dvc repro`) in a fresh clone of this repository.
+
+Clones the committed HEAD into a temporary folder and times `dvc repro` there with the venv's tools,
+then times a second `dvc repro` (which must do nothing). Data come from $GADFLOW_DATA_MIRROR
+(default ../shared/datasets). One JSON object is the last line of output.
+
+    python benchmarks/pipeline_wall_time.py            # default params.yaml (target: < 20 min)
+    python benchmarks/pipeline_wall_time.py --quick    # tests/fixtures/params-smoke.yaml (< 1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="use the smoke params")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gadflow-walltime-") as tmp:
+        clone = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        if args.quick:
+            shutil.copy(REPO / "tests" / "fixtures" / "params-smoke.yaml", clone / "params.yaml")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API"))}
+        env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PREFECT_HOME=str(clone / ".prefect"),
+                   GADFLOW_DATA_MIRROR=os.environ.get("GADFLOW_DATA_MIRROR", str(REPO.parent / "shared" / "datasets")),
+                   DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1")
+        first_s, first = timed([str(BIN / "dvc"), "repro"], clone, env)
+        if first.returncode != 0:
+            sys.stderr.write(first.stdout[-3000:] + first.stderr[-3000:])
+            raise SystemExit(f"dvc repro failed with exit code {first.returncode}")
+        second_s, second = timed([str(BIN / "dvc"), "repro"], clone, env)
+        stages = [line.split("'")[1] for line in first.stdout.splitlines() if line.startswith("Running stage")]
+        metrics = {p.parent.parent.name: json.loads(p.read_text()) for p in (clone / "outputs").glob("*/report/metrics.json")}
+    print(json.dumps({
+        "benchmark": "pipeline_wall_time",
+        "quick": args.quick,
+        "dvc_repro_seconds": round(first_s, 1),
+        "second_dvc_repro_seconds": round(second_s, 1),
+        "second_repro_ran_stages": "Running stage" in second.stdout,
+        "stages": stages,
+        "auroc": {name: round(m["auroc"], 4) for name, m in metrics.items()},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""params.yaml validation: every problem is one ParamsError line naming the dotted key; the CLI shows it without a traceback."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tasks.config import ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+SMOKE = REPO / "tests" / "fixtures" / "params-smoke.yaml"
+EXP = "mnist-dcgan"
+
+
+@pytest.fixture(scope="module")
+def good() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+# --- valid files -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", [PARAMS, SMOKE], ids=["params.yaml", "params-smoke.yaml"])
+def test_repo_params_files_load(path):
+    params = load_params(path)
+    assert set(params.download) == {"mnist"}
+    assert set(params.download["mnist"].files) == {"train_images", "train_labels", "test_images", "test_labels"}
+    assert params.prepare["mnist"].source == "mnist"
+    exp = params.experiment(EXP)
+    assert exp.train.data == "mnist" and exp.train.model == "dcgan"
+    assert 0 < exp.calibrate.nominal_fpr < 0.5
+    assert params.registry.alias == "candidate"
+
+
+def test_smoke_params_are_small():
+    exp = load_params(SMOKE).experiment(EXP)
+    assert exp.train.epochs <= 2 and exp.calibrate.mc_samples <= 2000
+
+
+def test_unknown_experiment(good, tmp_path):
+    params = load_params(write(tmp_path, good))
+    with pytest.raises(ParamsError, match="unknown experiment 'nope'"):
+        params.experiment("nope")
+
+
+# --- invalid files: one line naming the key -------------------------------------------------------------
+def set_key(data: dict, dotted: list[str], value) -> dict:
+    data = copy.deepcopy(data)
+    node = data
+    for part in dotted[:-1]:
+        node = node[part]
+    node[dotted[-1]] = value
+    return data
+
+
+CASES = [
+    # (id, path to set, value, key that the message must name)
+    ("unknown-key", ["train", EXP, "epoch"], 3, f"train.{EXP}.epoch"),
+    ("unknown-top-level", ["bogus"], 1, "bogus"),
+    ("unknown-register-key", ["register", "alias_name"], "x", "register.alias_name"),
+    ("wrong-type-int", ["train", EXP, "epochs"], "many", f"train.{EXP}.epochs"),
+    ("wrong-type-float-for-int", ["train", EXP, "batch_size"], 2.5, f"train.{EXP}.batch_size"),
+    ("wrong-type-list", ["prepare", "mnist", "normal_classes"], "zero", "prepare.mnist.normal_classes"),
+    ("epochs-zero", ["train", EXP, "epochs"], 0, f"train.{EXP}.epochs"),
+    ("nominal-fpr-too-big", ["calibrate", EXP, "nominal_fpr"], 0.7, f"calibrate.{EXP}.nominal_fpr"),
+    ("calibration-fraction-too-big", ["prepare", "mnist", "calibration_fraction"], 1.5, "prepare.mnist.calibration_fraction"),
+    ("negative-class", ["prepare", "mnist", "normal_classes"], [-1], "prepare.mnist.normal_classes.0"),
+    ("mc-samples-too-few", ["calibrate", EXP, "mc_samples"], 10, f"calibrate.{EXP}.mc_samples"),
+    ("unknown-model", ["train", EXP, "model"], "vae", f"train.{EXP}.model"),
+    ("bad-device", ["train", EXP, "device"], "gpu", f"train.{EXP}.device"),
+    ("bad-label-method", ["calibrate", EXP, "label_method"], "oracle", f"calibrate.{EXP}.label_method"),
+    ("bad-sha256", ["download", "mnist", "files", "train_labels", "sha256"], "abc", "download.mnist.files.train_labels.sha256"),
+    ("bad-format", ["download", "mnist", "format"], "jpeg", "download.mnist.format"),
+    ("bad-train-reference", ["train", EXP, "data"], "x", f"train.{EXP}.data"),
+    ("bad-prepare-reference", ["prepare", "mnist", "source"], "cifar", "prepare.mnist.source"),
+]
+
+
+@pytest.mark.parametrize("dotted, value, key", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_value_names_the_key(good, tmp_path, dotted, value, key):
+    message = load_error(write(tmp_path, set_key(good, dotted, value)))
+    assert key in message, message
+    assert message.startswith(str(tmp_path / "params.yaml"))
+
+
+def test_reference_error_names_the_missing_key(good, tmp_path):
+    message = load_error(write(tmp_path, set_key(good, ["train", EXP, "data"], "x")))
+    assert f"train.{EXP}.data: 'x' is not a key of `prepare`" in message
+
+
+def test_unknown_key_says_so(good, tmp_path):
+    message = load_error(write(tmp_path, set_key(good, ["train", EXP, "epoch"], 3)))
+    assert f"train.{EXP}.epoch: unknown key" in message
+
+
+def test_missing_role_of_a_dataset(good, tmp_path):
+    data = copy.deepcopy(good)
+    del data["download"]["mnist"]["files"]["test_labels"]
+    message = load_error(write(tmp_path, data))
+    assert "download.mnist" in message and "test_labels" in message
+
+
+def test_experiment_missing_from_calibrate(good, tmp_path):
+    data = copy.deepcopy(good)
+    data["calibrate"] = {}
+    message = load_error(write(tmp_path, data))
+    assert "calibrate" in message and EXP in message
+
+
+def test_missing_section(good, tmp_path):
+    data = copy.deepcopy(good)
+    del data["evaluate"]
+    assert "evaluate" in load_error(write(tmp_path, data))
+
+
+def test_bad_experiment_name(good, tmp_path):
+    data = copy.deepcopy(good)
+    for section in ("train", "calibrate", "evaluate"):
+        data[section]["Bad Name"] = data[section].pop(EXP)
+    assert "train.Bad Name" in load_error(write(tmp_path, data))
+
+
+@pytest.mark.parametrize("text", ["train: [unclosed\n", "a: b: c\n", "download:\n  - x\n - y\n"])
+def test_invalid_yaml(tmp_path, text):
+    assert "not valid YAML" in load_error(write(tmp_path, text))
+
+
+def test_empty_and_missing_files(tmp_path):
+    assert "download" in load_error(write(tmp_path, ""))
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def cli(monkeypatch):
+    """CliRunner on flows.cli.app; the environment defaults the CLI sets are undone after the test."""
+    from flows.cli import QUIET_DEFAULTS, app
+
+    for key in [*QUIET_DEFAULTS, "PREFECT_HOME"]:
+        if key in os.environ:
+            monkeypatch.setenv(key, os.environ[key])
+        else:
+            monkeypatch.delenv(key, raising=False)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_cli_check_params_bad_file(cli, good, tmp_path):
+    bad = write(tmp_path, set_key(good, ["calibrate", EXP, "nominal_fpr"], 0.7))
+    result = cli("check-params", "--params", str(bad))
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("gadflow: error:")
+    assert f"calibrate.{EXP}.nominal_fpr" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_cli_check_params_invalid_yaml(cli, tmp_path):
+    result = cli("check-params", "--params", str(write(tmp_path, "train: [unclosed\n")))
+    assert result.exit_code == 2
+    assert [line for line in result.output.splitlines() if line.strip()] == [result.output.strip()]
+    assert result.output.startswith("gadflow: error:") and "Traceback" not in result.output
+
+
+def test_cli_check_params_good_file(cli):
+    result = cli("check-params", "--params", str(PARAMS))
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output and EXP in result.output

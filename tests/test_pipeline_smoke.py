@@ -1,0 +1,132 @@
+"""End to end on the real stack: `dvc repro` with the smoke params in a temporary git + DVC copy,
+then the registered model is loaded from MLflow and predicts. Needs the dataset mirror."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE_PARAMS = REPO / "tests" / "fixtures" / "params-smoke.yaml"
+BIN = Path(sys.executable).parent  # the venv's gadflow and dvc
+
+
+def mirror() -> Path:
+    path = Path(os.environ.get("GADFLOW_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
+    assert (path / "mnist").is_dir(), f"dataset mirror not found at {path}: set GADFLOW_DATA_MIRROR"
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory) -> Path:
+    """A git + DVC copy of the tracked project files, with the smoke params as params.yaml."""
+    root = tmp_path_factory.mktemp("smoke") / "repo"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, tracked):
+        if (REPO / rel).is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, root / rel)
+    shutil.copy(SMOKE_PARAMS, root / "params.yaml")
+    env = smoke_env(root)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=env)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "smoke"], cwd=root, check=True, env=env)
+    return root
+
+
+def smoke_env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        GADFLOW_DATA_MIRROR=str(mirror()),
+        PREFECT_HOME=str(root / ".prefect"),
+        GIT_AUTHOR_NAME="gadflow test", GIT_AUTHOR_EMAIL="test@gadflow.invalid",
+        GIT_COMMITTER_NAME="gadflow test", GIT_COMMITTER_EMAIL="test@gadflow.invalid",
+        DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+    )
+    return env
+
+
+def dvc(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=smoke_env(root), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def repro(smoke_repo: Path) -> tuple[Path, float]:
+    start = time.perf_counter()
+    result = dvc(smoke_repo, "repro")
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return smoke_repo, seconds
+
+
+@pytest.mark.integration
+def test_smoke_repro_finishes_under_three_minutes(repro):
+    root, seconds = repro
+    assert seconds < 180, f"smoke dvc repro took {seconds:.0f}s"
+    for rel in ("model/model.pt", "model/threshold.json", "scores.parquet", "report/metrics.json", "report/plots/roc.png",
+                "report/plots/mc_histogram.png", "train/samples/epoch_001.png", "registered.json"):
+        assert (root / "outputs" / "mnist-dcgan" / rel).is_file(), rel
+
+
+@pytest.mark.integration
+def test_registered_model_loads_and_predicts(repro):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    root, _ = repro
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    version = MlflowClient(uri).get_model_version_by_alias("mnist-dcgan", "candidate")
+    metrics = json.loads((root / "outputs/mnist-dcgan/report/metrics.json").read_text())
+    assert float(version.tags["threshold"]) == pytest.approx(metrics["threshold"])
+    assert version.tags["threshold_method"] == "calibration"
+    assert float(version.tags["nominal_fpr"]) == 0.05
+    assert {"test_precision", "test_recall", "test_f1", "test_auroc"} <= set(version.tags)
+
+    model = mlflow.pyfunc.load_model("models:/mnist-dcgan@candidate")
+    test = np.load(root / "data/prepared/mnist/test.npy", mmap_mode="r")[:20]
+    frame = pd.DataFrame(test.reshape(20, -1).astype(float), columns=[f"p{i}" for i in range(784)])
+    predicted = model.predict(frame)
+    assert list(predicted.columns) == ["score", "p_value", "is_anomaly"]
+    scores = pd.read_parquet(root / "outputs/mnist-dcgan/scores.parquet")["score"].to_numpy()[:20]
+    np.testing.assert_allclose(predicted["score"].to_numpy(), scores, rtol=1e-6)  # same model, same preprocessing
+    assert (predicted["is_anomaly"].to_numpy() == (scores > metrics["threshold"])).all()
+    assert ((predicted["p_value"] > 0) & (predicted["p_value"] <= 1)).all()
+
+
+@pytest.mark.integration
+def test_second_repro_does_nothing(repro):
+    root, _ = repro
+    registered = json.loads((root / "outputs/mnist-dcgan/registered.json").read_text())
+    again = dvc(root, "repro")
+    assert again.returncode == 0, again.stderr
+    assert "Running stage" not in again.stdout, again.stdout
+    assert json.loads((root / "outputs/mnist-dcgan/registered.json").read_text()) == registered  # no new version
+
+
+@pytest.mark.integration
+def test_dvc_metrics_and_plots_are_declared(repro):
+    root, _ = repro
+    shown = dvc(root, "metrics", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "auroc" in shown.stdout
+    plots = dvc(root, "plots", "show", "--json")
+    assert plots.returncode == 0, plots.stderr
+    assert "roc.csv" in plots.stdout and "mc_histogram.png" in plots.stdout
+
+
+def test_cli_help_imports_no_heavy_library():
+    code = "import sys, flows.cli; heavy = [m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,27 @@
+"""prefect.yaml deployments point at real flows that accept their declared parameters."""
+
+import importlib
+import inspect
+from pathlib import Path
+
+import yaml
+from prefect import Flow
+
+from tasks.config import load_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_every_deployment_entrypoint_is_a_flow_with_valid_parameters():
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    experiments = set(load_params(REPO / "params.yaml").train)
+    assert spec["deployments"], "no deployments declared"
+    for deployment in spec["deployments"]:
+        path, func = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, func)
+        assert isinstance(flow, Flow), deployment["entrypoint"]
+        accepted = set(inspect.signature(flow.fn).parameters)
+        assert set(deployment["parameters"]) <= accepted, deployment["name"]
+        assert deployment["parameters"]["experiment"] in experiments
+        assert deployment["work_pool"]["name"] in {"gpu", "cpu"}
