@@ -74,6 +74,8 @@ class Detector:
         return state_fingerprint(*self.networks().values())
 
     def check_input(self, images: np.ndarray) -> None:
+        if images.dtype != np.uint8:
+            raise GadflowError(f"input images must be uint8 pixels in [0, 255], got dtype {images.dtype}")
         expected = (self.config.channels, self.config.size, self.config.size)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise GadflowError(f"input of shape {tuple(images.shape)} does not match the model's (N, {', '.join(map(str, expected))})")

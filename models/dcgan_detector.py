@@ -94,7 +94,10 @@ class DCGANDetector(Detector):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int, batch_size: int = 1024) -> np.ndarray:
-        """n generated images as uint8 (n, C, H, W), quantised like real inputs."""
+        """n generated images as uint8 (n, C, H, W), quantised like real inputs.
+
+        Deterministic for a given (seed, batch_size): the noise is drawn batch by batch.
+        """
         gen = derived_generator(seed, SAMPLE_STREAM)
         was_training = self.generator.training
         self.generator.eval()
@@ -115,7 +118,10 @@ class DCGANDetector(Detector):
         on_epoch_end: EpochCallback | None = None,
         progress: bool = True,
     ) -> list[EpochRecord]:
-        """Train on normal uint8 images (N, C, H, W); resume from ``checkpoint_dir`` if it holds a match."""
+        """Train on normal uint8 images (N, C, H, W); resume from ``checkpoint_dir`` if it holds a match.
+
+        Calling fit again on the same object continues from its current weights (a warm start).
+        """
         self.check_input(images)
         if len(images) < 2:
             raise GadflowError(f"need at least 2 training images, got {len(images)}")

@@ -69,7 +69,8 @@ class Calibration:
         return self.thresholds[self.method]
 
     def is_anomaly(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(scores) > self.threshold
+        """score > threshold; a non-finite score is flagged too (its p-value is the smallest, as well)."""
+        return ~(np.asarray(scores, dtype=np.float64) <= self.threshold)
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         return conformal_p_values(scores, np.asarray(self.calibration_scores))

@@ -33,7 +33,7 @@ class FileSpec(Strict):
 
     file: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")]  # name on disk and in the mirror
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    urls: Annotated[list[str], Field(min_length=1)]  # canonical first; http(s):// or file://
+    urls: Annotated[list[Annotated[str, Field(pattern=r"^(https?|file)://\S+$")]], Field(min_length=1)]  # canonical first
 
 
 class DatasetSpec(Strict):
@@ -45,7 +45,7 @@ class DatasetSpec(Strict):
     """
 
     format: Literal["idx", "png_folder"]
-    mirror_dir: str | None = None  # folder name under GADFLOW_DATA_MIRROR (default: the dataset's name)
+    mirror_dir: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] | None = None  # folder under GADFLOW_DATA_MIRROR (default: the dataset's name)
     files: dict[str, FileSpec]
 
     @model_validator(mode="after")
@@ -145,7 +145,9 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or str(exc).splitlines()[0]})") from None
     try:
         return Params.model_validate(raw or {})
     except ValidationError as exc:

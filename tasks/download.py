@@ -59,7 +59,7 @@ def _fetch_to(tmp: Path, spec: FileSpec, mirror: Path | None, retries: int, back
         with open(source, "rb") as src, open(tmp, "wb") as dst:
             _copy_stream(src, dst, source.stat().st_size, spec.file)
         return str(source)
-    errors = []
+    last_error = {}  # url -> its last failure
     for url in spec.urls:
         for attempt in range(retries + 1):
             try:
@@ -68,20 +68,17 @@ def _fetch_to(tmp: Path, spec: FileSpec, mirror: Path | None, retries: int, back
                     _copy_stream(response, dst, int(length) if length else None, spec.file)
                 return url
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+                last_error[url] = f"{url}: {getattr(exc, 'reason', exc)}"
                 if attempt < retries:
                     delay = backoff_s * 2**attempt
                     log.warning("%s: attempt %d failed (%s); retrying in %.0fs", url, attempt + 1, exc, delay)
                     time.sleep(delay)
-    raise GadflowError(f"{spec.file}: could not download from any URL ({'; '.join(errors[-len(spec.urls):])})")
+    raise GadflowError(f"{spec.file}: could not download from any URL ({'; '.join(last_error.values())})")
 
 
 def fetch_file(spec: FileSpec, out_dir: Path, mirror: Path | None = None, retries: int = 3, backoff_s: float = 2.0) -> Path:
     """Fetch one file into ``out_dir`` and verify it; a mismatch leaves nothing behind."""
     target = out_dir / spec.file
-    if target.is_file() and sha256_of(target) == spec.sha256:
-        log.info("%s: present, checksum ok", target)
-        return target
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.file}.", suffix=".part", dir=out_dir)
     os.close(fd)
@@ -108,10 +105,20 @@ def mirror_for(name: str, spec: DatasetSpec) -> Path | None:
     return Path(root) / (spec.mirror_dir or name)
 
 
+def _already_verified(spec: DatasetSpec, out_dir: Path) -> bool:
+    """True when ``out_dir`` holds exactly the declared files, each with its declared sha256."""
+    if not out_dir.is_dir() or {p.name for p in out_dir.iterdir()} != {f.file for f in spec.files.values()}:
+        return False
+    return all(sha256_of(out_dir / f.file) == f.sha256 for f in spec.files.values())
+
+
 @task(cache_policy=NONE, persist_result=False)
 def download_dataset(name: str, spec: DatasetSpec, out_dir: Path) -> Path:
     """Fetch every declared file of one dataset into ``out_dir`` (all verified, or an error)."""
     mirror = mirror_for(name, spec)
+    if _already_verified(spec, out_dir):
+        log.info("%s: all %d files present in %s, checksums ok", name, len(spec.files), out_dir)
+        return out_dir
     # Verified files land in a staging folder first, so a failure on the 3rd file leaves no half dataset.
     with staged_dir(out_dir) as staging:
         for spec_file in tqdm(list(spec.files.values()), desc=f"download {name}", unit="file", disable=None):

@@ -48,11 +48,22 @@ def _flat(prefix: str, values: dict) -> dict[str, str]:
 @task(retries=2, retry_delay_seconds=[5, 20], cache_policy=NONE, persist_result=False)
 def register_model(exp: Experiment, registry: RegisterParams, model_dir: Path, report_dir: Path, out_dir: Path) -> str:
     """Log params, losses, metrics, figures and the pyfunc model; register it and alias the new version."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    uri = tracking_uri(registry)
+    try:
+        return _log_and_register(exp, registry, uri, model_dir, report_dir, out_dir)
+    except (MlflowException, RequestException, ConnectionError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GadflowError(f"MLflow at {uri} failed while registering {exp.name}: {first_line[:300]}") from None
+
+
+def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model_dir: Path, report_dir: Path, out_dir: Path) -> str:
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(registry)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     metrics = json.loads((report_dir / METRICS_FILE).read_text())

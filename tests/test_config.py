@@ -106,9 +106,17 @@ def test_reference_error_names_the_missing_key(good, tmp_path):
     assert f"train.{EXP}.data: 'x' is not a key of `prepare`" in message
 
 
-def test_unknown_key_says_so(good, tmp_path):
+def test_unknown_key_says_so_and_lists_the_allowed_keys(good, tmp_path):
     message = load_error(write(tmp_path, set_key(good, ["train", EXP, "epoch"], 3)))
     assert f"train.{EXP}.epoch: unknown key" in message
+    assert "allowed:" in message and "epochs" in message and "lr_g" in message
+
+
+def test_unknown_top_level_key_lists_the_sections(good, tmp_path):
+    message = load_error(write(tmp_path, set_key(good, ["bogus"], 1)))
+    assert "bogus: unknown key" in message
+    for section in ("download", "prepare", "train", "calibrate", "evaluate", "register"):
+        assert section in message.split("allowed:")[1]
 
 
 def test_missing_role_of_a_dataset(good, tmp_path):
@@ -186,3 +194,26 @@ def test_cli_check_params_good_file(cli):
     result = cli("check-params", "--params", str(PARAMS))
     assert result.exit_code == 0, result.output
     assert "ok" in result.output and EXP in result.output
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  a: [1, 2\n  b: 3\n")
+    with pytest.raises(ParamsError, match=r"not valid YAML at line \d+, column \d+"):
+        load_params(bad)
+
+
+@pytest.mark.parametrize("field, value", [("urls", ["ftp://example.org/x.gz"]), ("urls", ["x.gz"])])
+def test_download_urls_must_be_http_or_file(field, value):
+    from tasks.config import FileSpec
+
+    with pytest.raises(Exception, match="pattern"):
+        FileSpec(file="x.gz", sha256="0" * 64, **{field: value})
+
+
+def test_mirror_dir_cannot_leave_the_mirror():
+    from tasks.config import DatasetSpec
+
+    files = {"archive": {"file": "a.tar.gz", "sha256": "0" * 64, "urls": ["file:///tmp/a.tar.gz"]}}
+    with pytest.raises(Exception, match="pattern"):
+        DatasetSpec(format="png_folder", mirror_dir="../..", files=files)

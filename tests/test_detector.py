@@ -1,6 +1,7 @@
 """DCGANDetector: scoring, determinism, persistence, resume after interruption, non-finite losses, sampling.
 
-Every detector here is tiny (8x8 grey images, 4 base channels) and trains for a few epochs on 64 images.
+Every detector here is tiny (16x16 grey images, 4 base channels) and trains for a few epochs on 64 images.
+At 16x16 both networks have BatchNorm layers (at 8x8 the discriminator would have none).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from models.base import MODEL_FILE
 from models.dcgan_detector import LAST_CHECKPOINT, DCGANConfig, DCGANDetector
 from models.errors import GadflowError
 
-BASE = dict(channels=1, size=8, latent_dim=8, base_channels=4, epochs=2, batch_size=16, device="cpu", n_fixed_samples=4)
+BASE = dict(channels=1, size=16, latent_dim=8, base_channels=4, epochs=2, batch_size=16, device="cpu", n_fixed_samples=4)
 
 
 def config(**overrides) -> DCGANConfig:
@@ -25,11 +26,11 @@ def config(**overrides) -> DCGANConfig:
 
 
 def images(n: int = 64, seed: int = 0) -> np.ndarray:
-    """uint8 (n, 1, 8, 8): a bright blob at a random place on a dark, noisy background."""
+    """uint8 (n, 1, 16, 16): a bright blob at a random place on a dark, noisy background."""
     rng = np.random.default_rng(seed)
-    out = rng.integers(0, 40, size=(n, 1, 8, 8)).astype(np.uint8)
-    for img, (r, c) in zip(out, rng.integers(1, 6, size=(n, 2))):
-        img[0, r : r + 2, c : c + 2] = 230
+    out = rng.integers(0, 40, size=(n, 1, 16, 16)).astype(np.uint8)
+    for img, (r, c) in zip(out, rng.integers(2, 11, size=(n, 2))):
+        img[0, r : r + 4, c : c + 4] = 230
     return out
 
 
@@ -46,6 +47,15 @@ def assert_same_weights(a: DCGANDetector, b: DCGANDetector) -> None:
         assert state.keys() == other.keys()
         for key, tensor in state.items():
             assert torch.equal(tensor, other[key]), f"{name}.{key} differs"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on 2 shared cores OpenMP spinning costs seconds per fit."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +97,14 @@ def test_scoring_changes_no_state_and_restores_modes(detector):
 
 
 def test_score_rejects_wrong_shapes(detector):
-    with pytest.raises(GadflowError, match=r"\(N, 1, 8, 8\)"):
-        detector.score(np.zeros((4, 1, 9, 9), np.uint8))
+    with pytest.raises(GadflowError, match=r"\(N, 1, 16, 16\)"):
+        detector.score(np.zeros((4, 1, 8, 8), np.uint8))
     with pytest.raises(GadflowError):
-        detector.score(np.zeros((4, 8, 8), np.uint8))
+        detector.score(np.zeros((4, 16, 16), np.uint8))
 
 
 def test_empty_score():
-    assert DCGANDetector(config()).score(np.zeros((0, 1, 8, 8), np.uint8)).shape == (0,)
+    assert DCGANDetector(config()).score(np.zeros((0, 1, 16, 16), np.uint8)).shape == (0,)
 
 
 # --- training ------------------------------------------------------------------------------------------
@@ -128,13 +138,13 @@ def test_fit_rejects_bad_input():
     with pytest.raises(GadflowError, match="at least 2"):
         det.fit(images(1), progress=False)
     with pytest.raises(GadflowError, match="does not match"):
-        det.fit(np.zeros((8, 3, 8, 8), np.uint8), progress=False)
+        det.fit(np.zeros((8, 3, 16, 16), np.uint8), progress=False)
 
 
 def test_epoch_callback_gets_fixed_noise_samples():
     seen = []
     trained(on_epoch_end=lambda record, samples: seen.append((record.epoch, samples.dtype, samples.shape)))
-    assert seen == [(1, np.uint8, (4, 1, 8, 8)), (2, np.uint8, (4, 1, 8, 8))]
+    assert seen == [(1, np.uint8, (4, 1, 16, 16)), (2, np.uint8, (4, 1, 16, 16))]
 
 
 # --- resume after interruption -------------------------------------------------------------------------
@@ -289,11 +299,11 @@ def test_calibration_of_another_model_is_refused(tmp_path, detector):
 # --- sampling -------------------------------------------------------------------------------------------
 def test_sample_is_uint8_and_deterministic_per_seed(detector):
     a = detector.sample(12, seed=3)
-    assert a.dtype == np.uint8 and a.shape == (12, 1, 8, 8)
+    assert a.dtype == np.uint8 and a.shape == (12, 1, 16, 16)
     np.testing.assert_array_equal(a, detector.sample(12, seed=3))
     assert not np.array_equal(a, detector.sample(12, seed=4))
     assert len(np.unique(a.reshape(12, -1), axis=0)) > 1  # not one image repeated
-    assert detector.sample(0, seed=3).shape == (0, 1, 8, 8)
+    assert detector.sample(0, seed=3).shape == (0, 1, 16, 16)
 
 
 def test_sample_leaves_state_and_mode_alone(detector):
@@ -305,3 +315,9 @@ def test_sample_leaves_state_and_mode_alone(detector):
     finally:
         detector.generator.eval()
     assert detector.model_id == before
+
+
+def test_score_rejects_non_uint8_pixels(detector):
+    floats = images(4).astype(np.float32) / 255.0  # a common mistake: pixels already scaled to [0, 1]
+    with pytest.raises(GadflowError, match="uint8"):
+        detector.score(floats)

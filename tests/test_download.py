@@ -186,3 +186,14 @@ def test_real_mnist_label_files_match_params_sha256(tmp_path, monkeypatch):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == dataset.files[role].sha256
         assert np.bincount(idx_labels(path, n)).sum() == n
     assert leftovers(out) == ["t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+
+
+def test_verified_output_is_not_fetched_again(tmp_path, mirror, contents, monkeypatch):
+    out = tmp_path / "raw" / "tiny"
+    download_dataset.fn("tiny", make_spec(contents), out)
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "empty-mirror"))  # a refetch would now fail
+    (tmp_path / "empty-mirror").mkdir()
+    assert download_dataset.fn("tiny", make_spec(contents), out) == out
+    (out / "train_images.bin").write_bytes(b"tampered")  # a bad file forces a refetch, which fails loudly
+    with pytest.raises(GadflowError, match="not found in the mirror"):
+        download_dataset.fn("tiny", make_spec(contents), out)

@@ -28,7 +28,7 @@ def test_mc_threshold_standard_normal():
 def test_mc_threshold_is_an_observed_score_with_at_most_alpha_above():
     scores = np.random.default_rng(2).permutation(np.arange(1.0, 101.0))
     t = mc_threshold(scores, 0.05)
-    assert t in scores
+    assert t == 96.0  # position 0.95 * 99 = 94.05, taken at the next observed value up (index 95)
     assert np.mean(scores > t) <= 0.05
     assert np.mean(scores >= t) > 0.04  # not needlessly conservative
 
@@ -155,3 +155,11 @@ def test_calibration_bad_files(tmp_path):
     (tmp_path / "partial.json").write_text(json.dumps({"model_id": "x"}))
     with pytest.raises(GadflowError, match="partial.json"):
         Calibration.load(tmp_path / "partial.json")
+
+
+def test_non_finite_scores_are_flagged_and_get_the_smallest_p_value():
+    cal = make_calibration()
+    scores = np.array([np.nan, -1e9])
+    assert cal.is_anomaly(scores).tolist() == [True, False]
+    p = cal.p_values(scores)
+    assert p[0] == pytest.approx(1 / (len(cal.calibration_scores) + 1))
