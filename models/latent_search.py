@@ -1,0 +1,159 @@
+"""The latent-search engine shared by AnoGAN, ADGAN and MAD-GAN.
+
+For each target x_i and restart j = 1..S:
+    z_ij,0 ~ N(0, I), drawn from a generator keyed by (seed, key_i, j); θ_ij,0 = θ (a private copy);
+    for t = 1..k: one Adam step on z_ij (lr_z) and, when lr_θ > 0, on θ_ij (lr_θ),
+                  both minimising l(G_θij(z_ij), x_i);
+    result: the final loss l(G_θij,k(z_ij,k), x_i).
+A detector's score is usually the mean over j of these final losses.
+
+All (sample, seed) pairs of a chunk run in one batched forward/backward. Adam is element-wise and
+the summed loss gives each pair its own gradient, so this equals running each pair alone. With
+lr_θ = 0 the generator's parameters get no gradients at all (fast path); with lr_θ > 0 each pair
+has its own copy of the parameters, evaluated with ``torch.func.functional_call`` under ``vmap``.
+The shared generator is never modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .device import derived_generator
+from .errors import GadflowError
+
+PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (M, ...) generated, (M, ...) target -> (M,)
+
+
+@dataclass(frozen=True)
+class LatentSearchConfig:
+    n_seeds: int = 3  # S: restarts per sample
+    steps: int = 19  # k: Adam steps per restart
+    lr_z: float = 5e-2
+    lr_theta: float = 6e-9  # 0 = generator frozen (fast path)
+    memory_budget_mb: float = 1024.0  # bounds the chunk of samples searched at once
+    seed: int = 0
+
+
+def sample_keys(samples: np.ndarray) -> np.ndarray:
+    """A 63-bit key per sample from its bytes: the same sample gets the same restarts anywhere in any batch."""
+    flat = np.ascontiguousarray(samples).reshape(len(samples), -1)
+    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") >> 1 for row in flat], dtype=np.int64)
+
+
+def initial_latents(keys: Sequence[int], n_seeds: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """(N, S, latent_dim) standard-normal starts; row i depends on (seed, keys[i]) only."""
+    out = torch.empty(len(keys), n_seeds, latent_dim)
+    for i, key in enumerate(keys):
+        out[i] = torch.randn(n_seeds, latent_dim, generator=derived_generator(seed, int(key)))
+    return out
+
+
+@contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """eval() and requires_grad=False for the duration; restores both afterwards."""
+    modes = [m.training for m in modules]
+    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+        yield
+    finally:
+        for m, mode, fl in zip(modules, modes, flags):
+            m.train(mode)
+            for p, f in zip(m.parameters(), fl):
+                p.requires_grad_(f)
+
+
+class LatentSearch:
+    """Batched, exact latent search for one generator and one per-sample loss."""
+
+    def __init__(self, generator: nn.Module, latent_dim: int, loss_fn: PerSampleLoss, config: LatentSearchConfig) -> None:
+        if config.n_seeds < 1 or config.steps < 0 or config.lr_z < 0 or config.lr_theta < 0:
+            raise GadflowError(f"invalid latent search config {config}")
+        self.generator = generator
+        self.latent_dim = latent_dim
+        self.loss_fn = loss_fn
+        self.config = config
+
+    # --- memory-bounded chunking ------------------------------------------------------------
+    def pairs_per_chunk(self, device: torch.device) -> int:
+        """How many (sample, seed) pairs fit the memory budget, from one measured forward pass."""
+        activation_bytes = 0
+
+        def count(_module, _inputs, output) -> None:
+            nonlocal activation_bytes
+            if torch.is_tensor(output):
+                activation_bytes += output.numel() * output.element_size()
+
+        hooks = [m.register_forward_hook(count) for m in self.generator.modules()]
+        try:
+            with torch.no_grad(), frozen(self.generator):
+                self.generator(torch.zeros(1, self.latent_dim, device=device))
+        finally:
+            for h in hooks:
+                h.remove()
+        per_pair = 3 * activation_bytes  # forward activations kept for backward, plus gradients
+        if self.config.lr_theta > 0:
+            n_params = sum(p.numel() for p in self.generator.parameters())
+            per_pair += 5 * 4 * n_params  # own copy, its gradient, two Adam moments, vmap temporaries
+        return max(1, int(self.config.memory_budget_mb * 2**20 // per_pair))
+
+    def samples_per_chunk(self, device: torch.device) -> int:
+        return max(1, self.pairs_per_chunk(device) // self.config.n_seeds)
+
+    # --- search -----------------------------------------------------------------------------
+    def search(self, targets: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        """targets (n, ...) and starts z0 (n, S, latent) -> final losses (n, S). One chunk: no splitting."""
+        n, s = z0.shape[:2]
+        x = targets.repeat_interleave(s, dim=0)  # (n*S, ...): pair (i, j) at row i*S + j
+        z = z0.reshape(n * s, self.latent_dim).to(targets.device).clone().requires_grad_(True)
+        with frozen(self.generator):
+            if self.config.lr_theta > 0:
+                final = self._search_with_theta(x, z)
+            else:
+                final = self._search_fast(x, z)
+        return final.reshape(n, s)
+
+    def _search_fast(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        opt_z = torch.optim.Adam([z], lr=self.config.lr_z)
+        for _ in range(self.config.steps):
+            # minimise l(G(z_ij), x_i) over z_ij, each pair independently (summed loss, element-wise Adam)
+            loss = self.loss_fn(self.generator(z), x).sum()
+            opt_z.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_z.step()
+        with torch.no_grad():
+            return self.loss_fn(self.generator(z), x)  # (M,)
+
+    def _search_with_theta(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        m = z.shape[0]
+        buffers = dict(self.generator.named_buffers())
+        # every pair gets its own copy θ_ij of the generator's parameters: (M, *shape) each
+        thetas = {name: p.detach().unsqueeze(0).repeat(m, *([1] * p.dim())).requires_grad_(True) for name, p in self.generator.named_parameters()}
+
+        def generate_one(theta: dict[str, torch.Tensor], z_one: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.generator, {**theta, **buffers}, (z_one.unsqueeze(0),)).squeeze(0)
+
+        generate = vmap(generate_one, in_dims=(0, 0))  # (M copies, M latents) -> (M, C, H, W)
+        opt_z = torch.optim.Adam([z], lr=self.config.lr_z)
+        opt_theta = torch.optim.Adam(list(thetas.values()), lr=self.config.lr_theta)
+        for _ in range(self.config.steps):
+            # minimise l(G_θij(z_ij), x_i) jointly over z_ij and θ_ij
+            loss = self.loss_fn(generate(thetas, z), x).sum()
+            opt_z.zero_grad(set_to_none=True)
+            opt_theta.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_z.step()
+            opt_theta.step()
+        with torch.no_grad():
+            return self.loss_fn(generate(thetas, z), x)  # (M,)
