@@ -90,7 +90,6 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
             input_example=example,
             pip_requirements=_requirements(),
         )
-    version = mlflow.register_model(info.model_uri, exp.name)
     tags = {
         "threshold": calibration.threshold,
         "threshold_method": calibration.method,
@@ -98,8 +97,8 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
         "model_id": calibration.model_id,
         **{f"test_{k}": metrics[k] for k in ("precision", "recall", "f1", "auroc")},
     }
-    for key, value in tags.items():
-        client.set_model_version_tag(exp.name, version.version, key, str(value))
+    # tags are created with the version, so no version ever exists without its threshold
+    version = mlflow.register_model(info.model_uri, exp.name, tags={k: str(v) for k, v in tags.items()})
     client.set_registered_model_alias(exp.name, registry.alias, version.version)
     model_uri = f"models:/{exp.name}@{registry.alias}"
     atomic_write_text(out_dir / REGISTERED_FILE, json.dumps({"name": exp.name, "version": version.version, "run_id": run.info.run_id, "uri": model_uri, "tracking_uri": uri}, indent=1))
