@@ -52,7 +52,7 @@ def main() -> None:
         raw = download_dataset.fn(prep.source, params.download[prep.source], Path(tmp) / "raw")
         data = load_prepared(prepare_dataset.fn("diag", prep, params.download[prep.source], raw, Path(tmp) / "prepared"))
         cls = get_detector(train.model)
-        detector = cls(cls.config_cls(channels=data.channels, size=data.size, **train.model_dump(exclude={"data", "model"})))
+        detector = cls(cls.config_cls(channels=data.channels, size=data.size, **train.detector_fields()))
         test, labels, calib = np.asarray(data.test), np.asarray(data.test_labels), np.asarray(data.calib)
         generated = None
         rows = []

@@ -54,9 +54,9 @@ class DCGANConfig:
         return DCGANShape(self.channels, self.size, self.latent_dim, self.base_channels)
 
     def training_key(self) -> str:
-        """What a checkpoint must match to be resumed: everything but the device."""
-        fields = dataclasses.asdict(self)
-        fields.pop("device")
+        """What a checkpoint must match to be resumed: the GAN training fields only (not the device,
+        nor the scoring settings a subclass adds, so changing those never retrains)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(DCGANConfig) if f.name != "device"}
         return json.dumps(fields, sort_keys=True)
 
 

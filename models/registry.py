@@ -8,9 +8,12 @@ from .base import MODEL_FILE, Detector
 from .checkpoint import load_checkpoint
 from .dcgan_detector import DCGANDetector
 from .errors import GadflowError
+from .latent_detectors import ADGANDetector, AnoGANDetector
 
 DETECTORS: dict[str, type[Detector]] = {
     DCGANDetector.kind: DCGANDetector,
+    ADGANDetector.kind: ADGANDetector,
+    AnoGANDetector.kind: AnoGANDetector,
 }
 
 

@@ -67,9 +67,21 @@ class PrepareParams(Strict):
 
 
 # --- train / calibrate / evaluate per experiment ---------------------------------------------
+class SearchParams(Strict):
+    """Latent-search scoring (adgan, anogan): S restarts × k Adam steps per sample."""
+
+    n_seeds: Annotated[int, Field(ge=1, le=64)] = 3
+    steps: Annotated[int, Field(ge=0, le=10_000)] = 19
+    lr_z: Annotated[float, Field(ge=0.0, le=10.0)] = 5e-2
+    lr_theta: Annotated[float, Field(ge=0.0, le=1.0)] = 6e-9  # 0 = generator frozen (fast path); anogan needs 0
+    memory_budget_mb: Annotated[float, Field(gt=0.0, le=1_000_000.0)] = 1024.0
+    seed: int = 0
+    anogan_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+
+
 class TrainParams(Strict):
     data: Name  # a key of `prepare`
-    model: Literal["dcgan"]
+    model: Literal["dcgan", "adgan", "anogan"]
     seed: int = 0
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 20
@@ -79,6 +91,26 @@ class TrainParams(Strict):
     lr_g: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
     lr_d: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
     beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    search: SearchParams | None = None  # required by adgan and anogan, not allowed for dcgan
+
+    @model_validator(mode="after")
+    def _search_matches_model(self) -> "TrainParams":
+        if self.model == "dcgan" and self.search is not None:
+            raise ValueError("search: only latent-search models (adgan, anogan) take a `search` section")
+        if self.model in ("adgan", "anogan") and self.search is None:
+            raise ValueError(f"search: model '{self.model}' needs a `search` section (n_seeds, steps, lr_z, lr_theta, ...)")
+        if self.model == "anogan" and self.search.lr_theta != 0:
+            raise ValueError(f"search.lr_theta: anogan keeps the generator frozen, so it must be 0 (got {self.search.lr_theta})")
+        return self
+
+    def detector_fields(self) -> dict:
+        """The detector config's fields: training settings, plus the search settings flattened."""
+        fields = self.model_dump(exclude={"data", "model", "search"})
+        if self.search is not None:
+            search = self.search.model_dump()
+            search["search_seed"] = search.pop("seed")  # `seed` is the training seed
+            fields.update(search)
+        return fields
 
 
 class CalibrateParams(Strict):

@@ -37,8 +37,7 @@ def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -
     """Train ``params.model`` on the normal training images; return the saved model folder."""
     data = load_prepared(data_dir)
     detector_cls = get_detector(params.model)
-    fields = params.model_dump(exclude={"data", "model"})
-    detector = detector_cls(detector_cls.config_cls(channels=data.channels, size=data.size, **fields))
+    detector = detector_cls(detector_cls.config_cls(channels=data.channels, size=data.size, **params.detector_fields()))
     paths = train_paths(out_dir)
     log.info("%s: training %s on %d images %s, device %s", name, params.model, len(data.train), tuple(data.train.shape[1:]), detector.device)
 

@@ -1,0 +1,112 @@
+"""Detectors that score by latent search over a trained DCGAN generator.
+
+- ADGAN (Deecke et al. 2018): S seeded restarts, k Adam steps on z (lr_z) and on a private copy of
+  the generator's parameters θ (lr_θ), loss MSE; score = mean over restarts of the final loss.
+- AnoGAN (Schlegl et al. 2017): the same search with θ frozen and the loss
+  (1 − λ)·Σ|x − G(z)| + λ·Σ|f(x) − f(G(z))|, f = the discriminator's last conv features.
+
+Both train exactly like the DCGAN detector (same networks, same resumable loop); only the score differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .base import to_model_space
+from .dcgan_detector import DCGANConfig, DCGANDetector
+from .errors import GadflowError
+from .latent_search import LatentSearch, LatentSearchConfig, PerSampleLoss, frozen, initial_latents, sample_keys
+
+
+@dataclass
+class LatentSearchDetectorConfig(DCGANConfig):
+    n_seeds: int = 3
+    steps: int = 19
+    lr_z: float = 5e-2
+    lr_theta: float = 6e-9
+    memory_budget_mb: float = 1024.0
+    search_seed: int = 0
+    anogan_lambda: float = 0.1  # AnoGAN only: weight of the discrimination term
+
+    @property
+    def search(self) -> LatentSearchConfig:
+        return LatentSearchConfig(self.n_seeds, self.steps, self.lr_z, self.lr_theta, self.memory_budget_mb, self.search_seed)
+
+
+def mse_loss(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(M, C, H, W), (M, C, H, W) -> (M,) mean squared error per sample."""
+    return (generated - target).pow(2).flatten(1).mean(1)
+
+
+class LatentSearchDetector(DCGANDetector):
+    """DCGAN training; score(x) = mean over restarts of the final latent-search loss."""
+
+    config_cls = LatentSearchDetectorConfig
+
+    def loss_fn(self) -> PerSampleLoss:
+        raise NotImplementedError
+
+    def search_targets(self, x: torch.Tensor) -> torch.Tensor:
+        """What the loss compares each generated sample with; (B, ...) per target. Default: x itself."""
+        return x
+
+    def engine(self) -> LatentSearch:
+        return LatentSearch(self.generator, self.config.latent_dim, self.loss_fn(), self.config.search)
+
+    def search_losses(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
+        """uint8 (N, C, H, W) -> final losses (N, S), float64; each row depends on its own sample only."""
+        self.check_input(images)
+        engine = self.engine()
+        keys = sample_keys(images)
+        chunk = engine.samples_per_chunk(self.device)
+        out = []
+        with frozen(self.generator, self.discriminator), tqdm(total=len(images), unit="sample", desc=f"latent search ({self.kind})", disable=not progress or None) as bar:
+            for start in range(0, len(images), chunk):
+                x = to_model_space(images[start : start + chunk], self.device)  # (B, C, H, W)
+                z0 = initial_latents(keys[start : start + chunk], self.config.n_seeds, self.config.latent_dim, self.config.search_seed)
+                with torch.no_grad():
+                    targets = self.search_targets(x)
+                out.append(engine.search(targets, z0.to(self.device)).double().cpu())
+                bar.update(len(x))
+        return torch.cat(out).numpy() if out else np.zeros((0, self.config.n_seeds))
+
+    def score(self, images: np.ndarray, batch_size: int = 0, progress: bool = False) -> np.ndarray:
+        """Mean over restarts of the final search loss; ``batch_size`` is unused (memory budget decides)."""
+        return self.search_losses(images, progress=progress).mean(axis=1)
+
+
+class ADGANDetector(LatentSearchDetector):
+    kind = "adgan"
+
+    def loss_fn(self) -> PerSampleLoss:
+        return mse_loss
+
+
+class AnoGANDetector(LatentSearchDetector):
+    kind = "anogan"
+
+    def __init__(self, config: LatentSearchDetectorConfig) -> None:
+        if config.lr_theta != 0:
+            raise GadflowError(f"anogan keeps the generator frozen: lr_theta must be 0, got {config.lr_theta}")
+        if not 0.0 <= config.anogan_lambda <= 1.0:
+            raise GadflowError(f"anogan_lambda must be in [0, 1], got {config.anogan_lambda}")
+        super().__init__(config)
+
+    def search_targets(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C*H*W + F): the flattened image followed by its discriminator features f(x)."""
+        return torch.cat([x.flatten(1), self.discriminator.features(x)], dim=1)
+
+    def loss_fn(self) -> PerSampleLoss:
+        lam, n_pixels, features = self.config.anogan_lambda, self.config.channels * self.config.size**2, self.discriminator.features
+
+        def anogan_loss(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            # (1 - λ)·residual + λ·discrimination, per sample: (M, C, H, W), (M, CHW + F) -> (M,)
+            residual = (generated.flatten(1) - target[:, :n_pixels]).abs().sum(1)
+            discrimination = (features(generated) - target[:, n_pixels:]).abs().sum(1)
+            return (1 - lam) * residual + lam * discrimination
+
+        return anogan_loss

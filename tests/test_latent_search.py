@@ -1,0 +1,162 @@
+"""The latent-search engine against its oracle (tests/latent_search_reference.py), and its guarantees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.dcgan import DCGANShape, Discriminator, Generator
+from models.errors import GadflowError
+from models.latent_detectors import ADGANDetector, AnoGANDetector, LatentSearchDetectorConfig, mse_loss
+from models.latent_search import LatentSearch, LatentSearchConfig, initial_latents, sample_keys
+
+from .latent_search_reference import reference_search
+
+SHAPE = DCGANShape(channels=2, size=8, latent_dim=4, base_channels=4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threading only adds noise and time
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator(SHAPE).eval()
+
+
+@pytest.fixture(scope="module")
+def targets() -> torch.Tensor:
+    return torch.rand(5, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def anogan_style_loss(discriminator: Discriminator, lam: float = 0.1):
+    n = 2 * 8 * 8
+
+    def loss(generated, target):
+        return (1 - lam) * (generated.flatten(1) - target[:, :n]).abs().sum(1) + lam * (discriminator.features(generated) - target[:, n:]).abs().sum(1)
+
+    return loss
+
+
+@pytest.mark.parametrize("lr_theta", [0.0, 1e-3, 6e-9])
+def test_batched_engine_equals_reference(generator, targets, lr_theta):
+    cfg = LatentSearchConfig(n_seeds=3, steps=7, lr_z=5e-2, lr_theta=lr_theta)
+    z0 = initial_latents(range(len(targets)), 3, SHAPE.latent_dim, seed=0)
+    batched = LatentSearch(generator, SHAPE.latent_dim, mse_loss, cfg).search(targets, z0).double()
+    oracle = reference_search(generator, mse_loss, targets, z0, cfg)
+    rel = ((batched - oracle).abs() / oracle.abs()).max().item()
+    assert rel <= 1e-5, rel
+
+
+def test_theta_updates_change_the_result(generator, targets):
+    z0 = initial_latents(range(len(targets)), 3, SHAPE.latent_dim, seed=0)
+    frozen = LatentSearch(generator, SHAPE.latent_dim, mse_loss, LatentSearchConfig(steps=7, lr_theta=0.0)).search(targets, z0)
+    tuned = LatentSearch(generator, SHAPE.latent_dim, mse_loss, LatentSearchConfig(steps=7, lr_theta=1e-2)).search(targets, z0)
+    assert (tuned < frozen).float().mean() > 0.5  # fine-tuning θ per sample fits the targets better
+
+
+def test_anogan_loss_equals_reference(generator, targets):
+    torch.manual_seed(2)
+    disc = Discriminator(SHAPE).eval()
+    for p in disc.parameters():
+        p.requires_grad_(False)
+    loss = anogan_style_loss(disc)
+    full_targets = torch.cat([targets.flatten(1), disc.features(targets)], 1)
+    cfg = LatentSearchConfig(n_seeds=2, steps=5, lr_theta=0.0)
+    z0 = initial_latents(range(len(targets)), 2, SHAPE.latent_dim, seed=3)
+    batched = LatentSearch(generator, SHAPE.latent_dim, loss, cfg).search(full_targets, z0).double()
+    oracle = reference_search(generator, loss, full_targets, z0, cfg)
+    assert ((batched - oracle).abs() / oracle.abs()).max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("lr_theta", [0.0, 1e-3])
+def test_shared_generator_is_never_modified(generator, targets, lr_theta):
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    flags = [p.requires_grad for p in generator.parameters()]
+    generator.train()
+    LatentSearch(generator, SHAPE.latent_dim, mse_loss, LatentSearchConfig(steps=3, lr_theta=lr_theta)).search(targets, initial_latents(range(5), 3, 4, 0))
+    assert all(torch.equal(before[k], v) for k, v in generator.state_dict().items())
+    assert [p.requires_grad for p in generator.parameters()] == flags
+    assert generator.training  # mode restored
+    assert all(p.grad is None for p in generator.parameters())
+    generator.eval()
+
+
+def test_starts_depend_on_sample_content_only():
+    images = np.random.default_rng(0).integers(0, 255, (6, 2, 8, 8), dtype=np.uint8)
+    keys = sample_keys(images)
+    assert len(set(keys.tolist())) == 6
+    assert sample_keys(images[::-1])[::-1].tolist() == keys.tolist()
+    a = initial_latents(keys, 3, 4, seed=0)
+    b = initial_latents(keys[[2, 0]], 3, 4, seed=0)
+    assert torch.equal(a[2], b[0]) and torch.equal(a[0], b[1])
+    assert not torch.equal(a, initial_latents(keys, 3, 4, seed=1))
+
+
+def test_chunk_size_follows_memory_budget(generator):
+    small = LatentSearch(generator, 4, mse_loss, LatentSearchConfig(memory_budget_mb=1, lr_theta=0.0)).pairs_per_chunk(torch.device("cpu"))
+    large = LatentSearch(generator, 4, mse_loss, LatentSearchConfig(memory_budget_mb=64, lr_theta=0.0)).pairs_per_chunk(torch.device("cpu"))
+    with_theta = LatentSearch(generator, 4, mse_loss, LatentSearchConfig(memory_budget_mb=64, lr_theta=1e-3)).pairs_per_chunk(torch.device("cpu"))
+    assert 1 <= small < large
+    assert with_theta < large  # per-pair parameter copies cost memory
+
+
+# --- detectors ---------------------------------------------------------------------------------
+def squares(n: int, seed: int = 0) -> np.ndarray:
+    """uint8 (n, 1, 8, 8): a bright 3×3 square on black, at random places (the normal class)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 1, 8, 8), np.uint8)
+    for img, (r, c) in zip(out, rng.integers(0, 6, (n, 2))):
+        img[0, r : r + 3, c : c + 3] = 255
+    return out
+
+
+def small_config(**overrides) -> LatentSearchDetectorConfig:
+    base = dict(channels=1, size=8, latent_dim=4, base_channels=8, epochs=30, batch_size=32, lr_g=2e-3, lr_d=2e-3,
+                n_seeds=2, steps=10, lr_z=0.1, lr_theta=0.0, memory_budget_mb=4, device="cpu")
+    return LatentSearchDetectorConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def adgan() -> ADGANDetector:
+    detector = ADGANDetector(small_config())
+    detector.fit(squares(128), progress=False)
+    return detector
+
+
+def test_adgan_scores_off_manifold_input_higher(adgan):
+    normal = adgan.score(squares(16, seed=5))
+    noise = adgan.score(np.random.default_rng(0).integers(0, 255, (16, 1, 8, 8), dtype=np.uint8))
+    assert np.median(noise) > np.quantile(normal, 0.9)
+
+
+def test_scores_are_deterministic_and_independent_of_chunking(adgan):
+    images = squares(24, seed=7)
+    first = adgan.score(images)
+    assert np.array_equal(first, adgan.score(images))
+    tiny_chunks = ADGANDetector(small_config(memory_budget_mb=0.01))
+    tiny_chunks.generator.load_state_dict(adgan.generator.state_dict())
+    tiny_chunks.discriminator.load_state_dict(adgan.discriminator.state_dict())
+    assert tiny_chunks.engine().samples_per_chunk(torch.device("cpu")) < len(images)
+    np.testing.assert_allclose(tiny_chunks.score(images), first, rtol=1e-5)
+    np.testing.assert_allclose(adgan.score(images[::-1])[::-1], first, rtol=1e-5)  # order does not matter
+
+
+def test_anogan_refuses_theta_updates():
+    with pytest.raises(GadflowError, match="lr_theta must be 0"):
+        AnoGANDetector(small_config(lr_theta=1e-3))
+
+
+def test_anogan_scores_off_manifold_input_higher(adgan):
+    anogan = AnoGANDetector(small_config())
+    anogan.generator.load_state_dict(adgan.generator.state_dict())
+    anogan.discriminator.load_state_dict(adgan.discriminator.state_dict())
+    normal = anogan.score(squares(16, seed=5))
+    noise = anogan.score(np.random.default_rng(0).integers(0, 255, (16, 1, 8, 8), dtype=np.uint8))
+    assert np.median(noise) > np.quantile(normal, 0.9)
