@@ -30,11 +30,14 @@ class LatentSearchDetectorConfig(DCGANConfig):
     lr_theta: float = 6e-9
     memory_budget_mb: float = 1024.0
     search_seed: int = 0
+    max_pairs_per_chunk: int = 768
+    max_pairs_per_chunk_theta: int = 48
     anogan_lambda: float = 0.1  # AnoGAN only: weight of the discrimination term
 
     @property
     def search(self) -> LatentSearchConfig:
-        return LatentSearchConfig(self.n_seeds, self.steps, self.lr_z, self.lr_theta, self.memory_budget_mb, self.search_seed)
+        return LatentSearchConfig(self.n_seeds, self.steps, self.lr_z, self.lr_theta, self.memory_budget_mb, self.search_seed,
+                                  self.max_pairs_per_chunk, self.max_pairs_per_chunk_theta)
 
 
 def mse_loss(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

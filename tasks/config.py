@@ -76,6 +76,8 @@ class SearchParams(Strict):
     lr_theta: Annotated[float, Field(ge=0.0, le=1.0)] = 6e-9  # 0 = generator frozen (fast path); anogan needs 0
     memory_budget_mb: Annotated[float, Field(gt=0.0, le=1_000_000.0)] = 1024.0
     seed: int = 0
+    max_pairs_per_chunk: Annotated[int, Field(ge=1, le=10_000_000)] = 768  # (sample, restart) pairs per batched step
+    max_pairs_per_chunk_theta: Annotated[int, Field(ge=1, le=10_000_000)] = 48  # the same when lr_theta > 0
     anogan_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
 
 

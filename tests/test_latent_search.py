@@ -99,12 +99,16 @@ def test_starts_depend_on_sample_content_only():
     assert not torch.equal(a, initial_latents(keys, 3, 4, seed=1))
 
 
-def test_chunk_size_follows_memory_budget(generator):
-    small = LatentSearch(generator, 4, mse_loss, LatentSearchConfig(memory_budget_mb=1, lr_theta=0.0)).pairs_per_chunk(torch.device("cpu"))
-    large = LatentSearch(generator, 4, mse_loss, LatentSearchConfig(memory_budget_mb=64, lr_theta=0.0)).pairs_per_chunk(torch.device("cpu"))
-    with_theta = LatentSearch(generator, 4, mse_loss, LatentSearchConfig(memory_budget_mb=64, lr_theta=1e-3)).pairs_per_chunk(torch.device("cpu"))
-    assert 1 <= small < large
-    assert with_theta < large  # per-pair parameter copies cost memory
+def test_chunk_size_follows_memory_budget_and_caps(generator):
+    def pairs(**kw):
+        return LatentSearch(generator, 4, mse_loss, LatentSearchConfig(**kw)).pairs_per_chunk(torch.device("cpu"))
+
+    small, medium = pairs(memory_budget_mb=0.5, lr_theta=0.0), pairs(memory_budget_mb=2, lr_theta=0.0)
+    assert 1 <= small < medium < 768  # memory-bound
+    no_cap = dict(max_pairs_per_chunk=10**9, max_pairs_per_chunk_theta=10**9)
+    assert pairs(memory_budget_mb=2, lr_theta=1e-3, **no_cap) < pairs(memory_budget_mb=2, lr_theta=0.0, **no_cap)  # θ copies cost memory
+    assert pairs(memory_budget_mb=10_000, lr_theta=0.0, max_pairs_per_chunk=100) == 100
+    assert pairs(memory_budget_mb=10_000, lr_theta=1e-3, max_pairs_per_chunk_theta=7) == 7
 
 
 # --- detectors ---------------------------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""Latent-search speed: the batched engine vs the per-sample reference, in the same run.
+
+Same generator (the mnist-adgan architecture of params.yaml: 28×28, latent 64, base width 32), same k
+and S (19 steps, 3 restarts, lr_z 5e-2), at lr_θ = 0 (fast path) and lr_θ = 6e-9 (per-pair generator
+copies). Reports samples/s of both, the achieved GFLOP/s of the engine (FLOPs counted by
+torch.utils.flop_counter) against a float32 matmul peak measured in this run, and the largest relative
+difference between engine and reference scores. One JSON object is the last line.
+
+    python benchmarks/latent_search.py
+    python benchmarks/latent_search.py --quick     # fewer samples, < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from models.dcgan import DCGANShape, Generator  # noqa: E402
+from models.latent_detectors import mse_loss  # noqa: E402
+from models.latent_search import LatentSearch, LatentSearchConfig, initial_latents  # noqa: E402
+from tests.latent_search_reference import reference_search  # noqa: E402
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    shape = DCGANShape(channels=1, size=28, latent_dim=64, base_channels=32)
+    generator = Generator(shape).eval()
+    n_engine, n_theta, n_reference = (128, 16, 4) if args.quick else (1024, 64, 16)
+    targets = torch.rand(n_engine, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z0 = initial_latents(range(n_engine), 3, shape.latent_dim, seed=0)
+    peak = matmul_peak_gflops()
+    result = {"benchmark": "latent_search", "quick": args.quick, "generator_params": sum(p.numel() for p in generator.parameters()),
+              "k": 19, "n_seed": 3, "matmul_peak_gflops": round(peak, 1)}
+    for label, lr_theta, n in (("lr_theta_0", 0.0, n_engine), ("lr_theta_6e-9", 6e-9, n_theta)):
+        cfg = LatentSearchConfig(n_seeds=3, steps=19, lr_z=5e-2, lr_theta=lr_theta, memory_budget_mb=4096)
+        engine = LatentSearch(generator, shape.latent_dim, mse_loss, cfg)
+        with FlopCounterMode(display=False) as counter:
+            engine.search(targets[:4], z0[:4])
+        flops_per_sample = counter.get_total_flops() / 4
+        engine.search(targets[:8], z0[:8])  # warm-up
+        chunk = engine.samples_per_chunk(torch.device("cpu"))  # as the detectors chunk
+        engine_s, _ = timed(lambda: [engine.search(targets[s : s + chunk], z0[s : s + chunk]) for s in range(0, n, chunk)])
+        reference_s, reference_scores = timed(lambda: reference_search(generator, mse_loss, targets[:n_reference], z0[:n_reference], cfg))
+        engine_scores = engine.search(targets[:n_reference], z0[:n_reference]).double()
+        gflops = n * flops_per_sample / engine_s / 1e9
+        result[label] = {
+            "engine_samples_per_s": round(n / engine_s, 2),
+            "reference_samples_per_s": round(n_reference / reference_s, 2),
+            "speedup_vs_reference": round((n / engine_s) / (n_reference / reference_s), 2),
+            "gflop_per_sample": round(flops_per_sample / 1e9, 4),
+            "engine_gflops": round(gflops, 1),
+            "fraction_of_peak": round(gflops / peak, 3),
+            "max_rel_diff_vs_reference": float(((engine_scores - reference_scores).abs() / reference_scores.abs()).max()),
+            "samples": {"engine": n, "reference": n_reference, "engine_chunk": chunk},
+        }
+    # the targets of the issue are stated at lr_θ = 0
+    result.update({k: result["lr_theta_0"][k] for k in ("speedup_vs_reference", "fraction_of_peak", "max_rel_diff_vs_reference")})
+    result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
