@@ -42,7 +42,14 @@ def _experiment_id(client, name: str, uri: str) -> str:
 
 
 def _flat(prefix: str, values: dict) -> dict[str, str]:
-    return {f"{prefix}.{k}": str(v) for k, v in values.items()}
+    """Nested params -> {'train.search.steps': '19', ...} for mlflow.log_params."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = str(value)
+    return out
 
 
 @task(retries=2, retry_delay_seconds=[5, 20], cache_policy=NONE, persist_result=False)
