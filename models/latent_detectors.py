@@ -10,13 +10,13 @@ Both train exactly like the DCGAN detector (same networks, same resumable loop);
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .base import to_model_space
+from .base import to_model_space, to_uint8
 from .dcgan_detector import DCGANConfig, DCGANDetector
 from .errors import GadflowError
 from .latent_search import LatentSearch, LatentSearchConfig, PerSampleLoss, frozen, initial_latents, sample_keys
@@ -49,6 +49,7 @@ class LatentSearchDetector(DCGANDetector):
     """DCGAN training; score(x) = mean over restarts of the final latent-search loss."""
 
     config_cls = LatentSearchDetectorConfig
+    tunes_generator = False
 
     def loss_fn(self) -> PerSampleLoss:
         raise NotImplementedError
@@ -77,6 +78,20 @@ class LatentSearchDetector(DCGANDetector):
                 bar.update(len(x))
         return torch.cat(out).numpy() if out else np.zeros((0, self.config.n_seeds))
 
+    def search_trajectory(self, image: np.ndarray, lr_theta: float) -> np.ndarray:
+        """uint8 (1, C, H, W) -> G(z_t) for t = 0..k of the first restart at this lr_θ: uint8 (k+1, C, H, W)."""
+        self.check_input(image)
+        frames: list[np.ndarray] = []
+        config = replace(self.config.search, n_seeds=1, lr_theta=lr_theta)
+        engine = LatentSearch(self.generator, self.config.latent_dim, self.loss_fn(), config)
+        z0 = initial_latents(sample_keys(image), 1, self.config.latent_dim, self.config.search_seed)
+        with frozen(self.generator, self.discriminator):
+            x = to_model_space(image, self.device)
+            with torch.no_grad():
+                targets = self.search_targets(x)
+            engine.search(targets, z0.to(self.device), on_step=lambda t, generated: frames.append(to_uint8(generated[:1])))
+        return np.concatenate(frames)
+
     def score(self, images: np.ndarray, batch_size: int = 0, progress: bool = False) -> np.ndarray:
         """Mean over restarts of the final search loss; ``batch_size`` is unused (memory budget decides)."""
         return self.search_losses(images, progress=progress).mean(axis=1)
@@ -84,6 +99,7 @@ class LatentSearchDetector(DCGANDetector):
 
 class ADGANDetector(LatentSearchDetector):
     kind = "adgan"
+    tunes_generator = True  # the search also updates a private copy of θ
 
     def loss_fn(self) -> PerSampleLoss:
         return mse_loss

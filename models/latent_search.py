@@ -30,6 +30,7 @@ from .device import derived_generator
 from .errors import GadflowError
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (M, ...) generated, (M, ...) target -> (M,)
+StepHook = Callable[[int, torch.Tensor], None]  # (step t = 0..k, generated (M, ...)) - for figures only
 
 
 @dataclass(frozen=True)
@@ -115,30 +116,39 @@ class LatentSearch:
         return max(1, self.pairs_per_chunk(device) // self.config.n_seeds)
 
     # --- search -----------------------------------------------------------------------------
-    def search(self, targets: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
-        """targets (n, ...) and starts z0 (n, S, latent) -> final losses (n, S). One chunk: no splitting."""
+    def search(self, targets: torch.Tensor, z0: torch.Tensor, on_step: StepHook | None = None) -> torch.Tensor:
+        """targets (n, ...) and starts z0 (n, S, latent) -> final losses (n, S). One chunk: no splitting.
+
+        ``on_step(t, generated)`` sees G(z) before each update and after the last (t = 0..k).
+        """
         n, s = z0.shape[:2]
         x = targets.repeat_interleave(s, dim=0)  # (n*S, ...): pair (i, j) at row i*S + j
         z = z0.reshape(n * s, self.latent_dim).to(targets.device).clone().requires_grad_(True)
         with frozen(self.generator):
             if self.config.lr_theta > 0:
-                final = self._search_with_theta(x, z)
+                final = self._search_with_theta(x, z, on_step)
             else:
-                final = self._search_fast(x, z)
+                final = self._search_fast(x, z, on_step)
         return final.reshape(n, s)
 
-    def _search_fast(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def _search_fast(self, x: torch.Tensor, z: torch.Tensor, on_step: StepHook | None) -> torch.Tensor:
         opt_z = torch.optim.Adam([z], lr=self.config.lr_z)
-        for _ in range(self.config.steps):
+        for t in range(self.config.steps):
             # minimise l(G(z_ij), x_i) over z_ij, each pair independently (summed loss, element-wise Adam)
-            loss = self.loss_fn(self.generator(z), x).sum()
+            generated = self.generator(z)
+            if on_step is not None:
+                on_step(t, generated.detach())
+            loss = self.loss_fn(generated, x).sum()
             opt_z.zero_grad(set_to_none=True)
             loss.backward()
             opt_z.step()
         with torch.no_grad():
-            return self.loss_fn(self.generator(z), x)  # (M,)
+            generated = self.generator(z)
+            if on_step is not None:
+                on_step(self.config.steps, generated)
+            return self.loss_fn(generated, x)  # (M,)
 
-    def _search_with_theta(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def _search_with_theta(self, x: torch.Tensor, z: torch.Tensor, on_step: StepHook | None) -> torch.Tensor:
         m = z.shape[0]
         buffers = dict(self.generator.named_buffers())
         # every pair gets its own copy θ_ij of the generator's parameters: (M, *shape) each
@@ -150,13 +160,19 @@ class LatentSearch:
         generate = vmap(generate_one, in_dims=(0, 0))  # (M copies, M latents) -> (M, C, H, W)
         opt_z = torch.optim.Adam([z], lr=self.config.lr_z)
         opt_theta = torch.optim.Adam(list(thetas.values()), lr=self.config.lr_theta)
-        for _ in range(self.config.steps):
+        for t in range(self.config.steps):
             # minimise l(G_θij(z_ij), x_i) jointly over z_ij and θ_ij
-            loss = self.loss_fn(generate(thetas, z), x).sum()
+            generated = generate(thetas, z)
+            if on_step is not None:
+                on_step(t, generated.detach())
+            loss = self.loss_fn(generated, x).sum()
             opt_z.zero_grad(set_to_none=True)
             opt_theta.zero_grad(set_to_none=True)
             loss.backward()
             opt_z.step()
             opt_theta.step()
         with torch.no_grad():
-            return self.loss_fn(generate(thetas, z), x)  # (M,)
+            generated = generate(thetas, z)
+            if on_step is not None:
+                on_step(self.config.steps, generated)
+            return self.loss_fn(generated, x)  # (M,)

@@ -12,14 +12,14 @@ from prefect import task
 from prefect.cache_policies import NONE
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from models import Calibration
+from models import Calibration, load_detector
 from models.threshold import THRESHOLD_FILE
 
 from .calibrate import MC_SCORES_FILE
 from .config import EvaluateParams
 from .files import atomic_write_text
 from .metrics import ranking_metrics, threshold_metrics
-from .plots import image_grid, pr_plot, roc_plot, score_histogram
+from .plots import image_grid, pr_plot, roc_plot, score_histogram, search_trajectory
 from .prepare import load_prepared
 
 log = logging.getLogger(__name__)
@@ -103,5 +103,17 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
         captions = [f"{scores[i]:.3g} {'A' if labels[i] else 'N'}{frame['class'].iat[i]}" for i in idx]
         image_grid(np.asarray(test_images[idx]), plots / f"{tag}.png",
                    f"{name}: {k} {tag.replace('_', ' ')} test samples (score, N/A = normal/anomaly + class)", captions)
+    detector = load_detector(model_dir)
+    if hasattr(detector, "search_trajectory") and labels.any():
+        _trajectory_figure(name, detector, np.asarray(test_images[int(np.flatnonzero(labels)[0])])[None], params, plots)
     log.info(summary["interpretation"])
     return report
+
+
+def _trajectory_figure(name: str, detector, image: np.ndarray, params: EvaluateParams, plots: Path) -> None:
+    """The seed's figure: G(z_t) over the search for the first anomalous test sample, at low and high lr_θ."""
+    low, high = detector.config.lr_theta, params.trajectory_lr_theta_high
+    rows = {f"lr_θ={low:g}": detector.search_trajectory(image, low)}
+    if detector.tunes_generator:  # AnoGAN keeps θ frozen by definition: one row
+        rows[f"lr_θ={high:g}"] = detector.search_trajectory(image, high)
+    search_trajectory(image, rows, plots / "search_trajectory.png", f"{name}: latent search on the first anomalous test sample")

@@ -119,3 +119,26 @@ def loss_curves(history: list[dict], path: Path, title: str) -> Path:
     right.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def search_trajectory(target: np.ndarray, rows: dict[str, np.ndarray], path: Path, title: str, max_columns: int = 10) -> Path:
+    """The target, then G(z_t) at evenly spaced search steps, one row per setting (e.g. low / high lr_θ).
+
+    target: uint8 (1, C, H, W); rows: label -> uint8 (k+1, C, H, W) frames for t = 0..k.
+    """
+    n_steps = len(next(iter(rows.values())))
+    steps = np.unique(np.linspace(0, n_steps - 1, min(max_columns, n_steps)).round().astype(int))
+    fig, axes = plt.subplots(len(rows), len(steps) + 1, figsize=(1.1 * (len(steps) + 1), 1.35 * len(rows)), squeeze=False)
+    for r, (label, frames) in enumerate(rows.items()):
+        axes[r, 0].imshow(_tile(target, 1), cmap="gray", vmin=0, vmax=255)
+        axes[r, 0].set_title("target" if r == 0 else "", fontsize=7)
+        axes[r, 0].set_ylabel(label, fontsize=7)
+        for c, t in enumerate(steps, start=1):
+            axes[r, c].imshow(_tile(frames[t : t + 1], 1), cmap="gray", vmin=0, vmax=255)
+            if r == 0:
+                axes[r, c].set_title(f"t={t}", fontsize=7)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

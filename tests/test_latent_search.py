@@ -164,3 +164,16 @@ def test_anogan_scores_off_manifold_input_higher(adgan):
     normal = anogan.score(squares(16, seed=5))
     noise = anogan.score(np.random.default_rng(0).integers(0, 255, (16, 1, 8, 8), dtype=np.uint8))
     assert np.median(noise) > np.quantile(normal, 0.9)
+
+
+def test_search_trajectory_frames_and_figure(adgan, tmp_path):
+    from tasks.plots import search_trajectory
+
+    image = np.random.default_rng(3).integers(0, 255, (1, 1, 8, 8), dtype=np.uint8)
+    low = adgan.search_trajectory(image, lr_theta=0.0)
+    high = adgan.search_trajectory(image, lr_theta=5e-2)
+    assert low.shape == high.shape == (adgan.config.steps + 1, 1, 8, 8) and low.dtype == np.uint8
+    assert np.array_equal(low[0], high[0])  # same start z0, same θ before the first update
+    assert not np.array_equal(low[-1], high[-1])  # θ updates change what the search produces
+    path = search_trajectory(image, {"low": low, "high": high}, tmp_path / "trajectory.png", "test")
+    assert path.stat().st_size > 1000
