@@ -90,6 +90,20 @@ def download(name: str = typer.Argument(..., help="a dataset key of params.yaml 
 
 @app.command()
 @user_errors
+def generate(name: str = typer.Argument(..., help="a key of params.yaml `generate`"), params: Path = ParamsOption) -> None:
+    """Render a generated dataset (the RGB-D boxes-vs-spheres set) into data/raw/<name>."""
+    from tasks.config import ParamsError, load_params
+    from tasks.layout import raw_dir
+    from tasks.rgbd import generate_rgbd
+
+    spec = load_params(params).generate.get(name)
+    if spec is None:
+        raise ParamsError(f"generate.{name}: no such entry in {params}")
+    generate_rgbd.fn(spec, raw_dir(name))
+
+
+@app.command()
+@user_errors
 def prepare(name: str = typer.Argument(..., help="a key of params.yaml `prepare`"), params: Path = ParamsOption) -> None:
     """Build the one-class train / calibration / test split of a downloaded dataset."""
     from tasks.config import ParamsError, load_params
@@ -100,7 +114,7 @@ def prepare(name: str = typer.Argument(..., help="a key of params.yaml `prepare`
     prep = loaded.prepare.get(name)
     if prep is None:
         raise ParamsError(f"prepare.{name}: no such entry in {params}")
-    prepare_dataset.fn(name, prep, loaded.download[prep.source], raw_dir(prep.source), prepared_dir(name))
+    prepare_dataset.fn(name, prep, loaded.download.get(prep.source), raw_dir(prep.source), prepared_dir(name))  # None: generated
 
 
 @app.command()
@@ -132,7 +146,7 @@ def check_params(params: Path = ParamsOption) -> None:
     from tasks.config import load_params
 
     loaded = load_params(params)
-    typer.echo(f"{params}: ok — datasets {sorted(loaded.download)}, prepared {sorted(loaded.prepare)}, experiments {sorted(loaded.train)}")
+    typer.echo(f"{params}: ok — datasets {sorted(loaded.download)}, generated {sorted(loaded.generate)}, prepared {sorted(loaded.prepare)}, experiments {sorted(loaded.train)}")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -41,26 +41,50 @@ class DatasetSpec(Strict):
 
     - ``idx``: train_images, train_labels, test_images, test_labels (IDX, optionally gzipped);
     - ``png_folder``: archive (.tar.gz/.tgz/.tar/.zip) holding train/normal/, test/normal/ and
-      test/anomalous/ folders of PNG images, all of one size and channel count.
+      test/anomalous/ folders of PNG images, all of one size and channel count;
+    - ``rgbd_npy``: train_normal, test_normal, test_anomalous, each an N×H×W×4 uint8 .npy (R, G, B, depth);
+    - ``rgbd_png``: archive with the png_folder layout holding <id>_rgb.png (8-bit RGB) and
+      <id>_depth.png (16-bit) pairs; depth is mapped from ``depth_range`` to 0..255.
     """
 
-    format: Literal["idx", "png_folder"]
+    format: Literal["idx", "png_folder", "rgbd_npy", "rgbd_png"]
+    depth_range: tuple[float, float] | None = None  # rgbd_png only: raw 16-bit depth values mapped to 0 and 255
     mirror_dir: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] | None = None  # folder under GADFLOW_DATA_MIRROR (default: the dataset's name)
     files: dict[str, FileSpec]
 
     @model_validator(mode="after")
     def _roles(self) -> "DatasetSpec":
-        needed = {"idx": {"train_images", "train_labels", "test_images", "test_labels"}, "png_folder": {"archive"}}[self.format]
+        needed = {
+            "idx": {"train_images", "train_labels", "test_images", "test_labels"},
+            "png_folder": {"archive"},
+            "rgbd_npy": {"train_normal", "test_normal", "test_anomalous"},
+            "rgbd_png": {"archive"},
+        }[self.format]
         if set(self.files) != needed:
             raise ValueError(f"format '{self.format}' needs exactly the files {sorted(needed)}, got {sorted(self.files)}")
+        if (self.format == "rgbd_png") != (self.depth_range is not None):
+            raise ValueError("depth_range: required for format rgbd_png (and only there), e.g. [300, 5000]")
+        if self.depth_range is not None and not self.depth_range[0] < self.depth_range[1]:
+            raise ValueError(f"depth_range: needs min < max, got {list(self.depth_range)}")
         return self
+
+
+class GenerateParams(Strict):
+    """The generated RGB-D set: boxes (normal) vs spheres (anomalous), ray-cast with depth."""
+
+    kind: Literal["boxes_vs_spheres"] = "boxes_vs_spheres"
+    size: Annotated[int, Field(ge=8, le=256, multiple_of=4)] = 32
+    n_train: Annotated[int, Field(ge=2, le=1_000_000)] = 3000
+    n_test_normal: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    n_test_anomalous: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    seed: int = 0
 
 
 # --- prepare ---------------------------------------------------------------------------------
 class PrepareParams(Strict):
     """One-class split: train = normal training images minus a seeded normal calibration split."""
 
-    source: Name  # a key of `download`
+    source: Name  # a key of `download` or of `generate`
     normal_classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]  # idx labels that are normal
     calibration_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     seed: int = 0
@@ -136,6 +160,7 @@ class RegisterParams(Strict):
 
 class Params(Strict):
     download: dict[Name, DatasetSpec]
+    generate: dict[Name, GenerateParams] = {}
     prepare: dict[Name, PrepareParams]
     train: dict[Name, TrainParams]
     calibrate: dict[Name, CalibrateParams]
@@ -144,9 +169,11 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "Params":
+        if set(self.download) & set(self.generate):
+            raise ValueError(f"generate: names also used in `download`: {sorted(set(self.download) & set(self.generate))}")
         for name, prep in self.prepare.items():
-            if prep.source not in self.download:
-                raise ValueError(f"prepare.{name}.source: '{prep.source}' is not a dataset in `download` ({', '.join(self.download)})")
+            if prep.source not in self.download and prep.source not in self.generate:
+                raise ValueError(f"prepare.{name}.source: '{prep.source}' is not a dataset in `download` or `generate` ({', '.join([*self.download, *self.generate])})")
         for name, train in self.train.items():
             if train.data not in self.prepare:
                 raise ValueError(f"train.{name}.data: '{train.data}' is not a key of `prepare` ({', '.join(self.prepare)})")

@@ -117,3 +117,71 @@ def png_folder_splits(archive: Path) -> dict[str, np.ndarray]:
     if len(set(shapes.values())) != 1:
         raise GadflowError(f"{archive}: splits differ in (C, H, W): {shapes}")
     return splits
+
+
+RGBD_SPLITS = ("train/normal", "test/normal", "test/anomalous")
+
+
+def read_rgbd_npy(path: Path) -> np.ndarray:
+    """N×H×W×4 uint8 .npy (R, G, B, depth) -> uint8 (N, 4, H, W). Never unpickles."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise GadflowError(f"{path}: not a readable .npy array ({exc})") from None
+    if arr.ndim != 4 or arr.shape[-1] != 4:
+        raise GadflowError(f"{path}: expected RGB-D frames of shape (N, H, W, 4), got {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise GadflowError(f"{path}: expected uint8 values, got {arr.dtype} (scale depth to 0..255 first)")
+    return np.ascontiguousarray(np.asarray(arr).transpose(0, 3, 1, 2))
+
+
+def read_rgbd_png_pairs(folder: Path, depth_range: tuple[float, float]) -> np.ndarray:
+    """<id>_rgb.png (8-bit RGB) + <id>_depth.png (16-bit) pairs -> uint8 (N, 4, H, W).
+
+    Depth is mapped linearly from depth_range (a fixed, declared range: never fitted on the data) to 0..255.
+    """
+    from PIL import Image
+
+    rgb_files = sorted(folder.glob("*_rgb.png"))
+    depth_files = sorted(folder.glob("*_depth.png"))
+    ids = [f.name.removesuffix("_rgb.png") for f in rgb_files]
+    depth_ids = [f.name.removesuffix("_depth.png") for f in depth_files]
+    if not rgb_files:
+        raise GadflowError(f"{folder}: no <id>_rgb.png frames")
+    if ids != depth_ids:
+        missing = sorted(set(ids) ^ set(depth_ids))[:3]
+        raise GadflowError(f"{folder}: colour and depth frames do not pair up (e.g. {', '.join(missing)} has only one of *_rgb.png / *_depth.png)")
+    lo, hi = depth_range
+    frames, first = [], None
+    for frame_id, rgb_file, depth_file in zip(ids, rgb_files, depth_files):
+        with Image.open(rgb_file) as img:
+            if img.mode != "RGB":
+                raise GadflowError(f"{rgb_file}: colour frame must be 8-bit RGB (3 channels), got mode {img.mode}")
+            rgb = np.asarray(img, dtype=np.uint8)
+        with Image.open(depth_file) as img:
+            if img.mode not in ("I;16", "I;16B", "I"):
+                raise GadflowError(f"{depth_file}: depth frame must be a 16-bit single-channel PNG, got mode {img.mode}")
+            depth = np.asarray(img, dtype=np.float64)
+        if depth.shape != rgb.shape[:2]:
+            raise GadflowError(f"{depth_file}: depth is {depth.shape[1]}×{depth.shape[0]} but its colour frame is {rgb.shape[1]}×{rgb.shape[0]}")
+        if first is None:
+            first = (frame_id, rgb.shape)
+        elif rgb.shape != first[1]:
+            raise GadflowError(f"{rgb_file}: frame size {rgb.shape[1]}×{rgb.shape[0]} differs from {first[0]}'s {first[1][1]}×{first[1][0]}")
+        depth8 = np.rint(np.clip((depth - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+        frames.append(np.concatenate([rgb, depth8[..., None]], axis=-1).transpose(2, 0, 1))
+    return np.stack(frames)
+
+
+def rgbd_png_splits(archive: Path, depth_range: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Archive with train/normal, test/normal, test/anomalous of RGB-D PNG pairs -> uint8 arrays per split."""
+    with tempfile.TemporaryDirectory() as tmp:
+        safe_extract(archive, Path(tmp))
+        roots = [p.parent.parent for p in Path(tmp).rglob("train/normal")]
+        if len(roots) != 1:
+            raise GadflowError(f"{archive}: expected one train/normal/ folder (with test/normal/ and test/anomalous/), found {len(roots)}")
+        splits = {key: read_rgbd_png_pairs(roots[0] / key, depth_range) for key in RGBD_SPLITS}
+    shapes = {k: v.shape[1:] for k, v in splits.items()}
+    if len(set(shapes.values())) != 1:
+        raise GadflowError(f"{archive}: splits differ in (C, H, W): {shapes}")
+    return splits

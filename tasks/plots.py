@@ -26,7 +26,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def _tile(images: np.ndarray, ncol: int) -> np.ndarray:
-    """uint8 (N, C, H, W) -> one (rows*H, ncol*W[, 3]) mosaic; 4-channel RGB-D shows RGB only."""
+    """uint8 (N, C, H, W) -> one (rows*H, ncol*W[, 3]) mosaic; RGB-D (C = 4) shows RGB | depth side by side."""
+    if images.shape[1] == 4:
+        images = np.concatenate([images[:, :3], np.repeat(images[:, 3:4], 3, axis=1)], axis=3)  # (N, 3, H, 2W)
     n, c, h, w = images.shape
     shown = images[:, :3] if c >= 3 else images[:, :1]
     nrow = math.ceil(n / ncol)

@@ -20,7 +20,7 @@ from models.errors import GadflowError
 
 from .config import DatasetSpec, PrepareParams
 from .files import staged_dir
-from .formats import idx_images, idx_labels, png_folder_splits
+from .formats import RGBD_SPLITS, idx_images, idx_labels, png_folder_splits, read_rgbd_npy, rgbd_png_splits
 
 log = logging.getLogger(__name__)
 
@@ -82,38 +82,50 @@ def one_class_split(
     }
 
 
-def _read_source(spec: DatasetSpec, raw: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """-> train images, train classes, test images, test classes (PNG folders: class 0 normal, 1 anomalous)."""
-    files = {role: raw / f.file for role, f in spec.files.items()}
+def _read_source(fmt: str, files: dict[str, Path], depth_range: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """-> train images, train classes, test images, test classes (folder layouts: class 0 normal, 1 anomalous)."""
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
-        raise GadflowError(f"raw file(s) missing: {', '.join(missing)}; run the download stage")
-    if spec.format == "idx":
+        raise GadflowError(f"raw file(s) missing: {', '.join(missing)}; run the download or generate stage")
+    if fmt == "idx":
         train = idx_images(files["train_images"])
         test = idx_images(files["test_images"])
         return train, idx_labels(files["train_labels"], len(train)), test, idx_labels(files["test_labels"], len(test))
-    splits = png_folder_splits(files["archive"])
+    if fmt == "rgbd_npy":
+        splits = {key: read_rgbd_npy(files[key.replace("/", "_")]) for key in RGBD_SPLITS}
+    elif fmt == "rgbd_png":
+        splits = rgbd_png_splits(files["archive"], depth_range)
+    else:
+        splits = png_folder_splits(files["archive"])
     test = np.concatenate([splits["test/normal"], splits["test/anomalous"]])
     test_classes = np.repeat([0, 1], [len(splits["test/normal"]), len(splits["test/anomalous"])])
     train = splits["train/normal"]
     return train, np.zeros(len(train), dtype=np.int64), test, test_classes
 
 
+def _source_files(spec: DatasetSpec | None, raw: Path) -> tuple[str, dict[str, Path], tuple[float, float] | None]:
+    """(format, role -> path, depth range) of a declared dataset, or of a generated one (spec None)."""
+    if spec is None:  # the generate stage writes rgbd_npy splits under fixed names
+        return "rgbd_npy", {key.replace("/", "_"): raw / f"{key.replace('/', '_')}.npy" for key in RGBD_SPLITS}, None
+    return spec.format, {role: raw / f.file for role, f in spec.files.items()}, spec.depth_range
+
+
 @task(cache_policy=NONE, persist_result=False)
-def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec, raw: Path, out_dir: Path) -> Path:
-    """Build the one-class train / calib / test split of one dataset into ``out_dir``."""
-    train, train_classes, test, test_classes = _read_source(spec, raw)
+def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec | None, raw: Path, out_dir: Path) -> Path:
+    """Build the one-class train / calib / test split of one dataset into ``out_dir`` (spec None: a generated set)."""
+    fmt, files, depth_range = _source_files(spec, raw)
+    train, train_classes, test, test_classes = _read_source(fmt, files, depth_range)
     if train.shape[1:] != test.shape[1:]:
         raise GadflowError(f"{name}: train images {train.shape[1:]} and test images {test.shape[1:]} differ in (C, H, W)")
     if train.shape[2] != train.shape[3]:
         raise GadflowError(f"{name}: images are {train.shape[2]}×{train.shape[3]}; only square images are supported")
-    if spec.format == "png_folder" and params.normal_classes != [0]:
-        raise GadflowError(f"prepare.{name}.normal_classes: png_folder datasets define normal by folder; leave it at [0]")
+    if fmt != "idx" and params.normal_classes != [0]:
+        raise GadflowError(f"prepare.{name}.normal_classes: {fmt} datasets define normal by folder; leave it at [0]")
     splits = one_class_split(train, train_classes, test, test_classes, params.normal_classes, params.calibration_fraction, params.seed)
     schema = {
         "name": name,
         "source": params.source,
-        "format": spec.format,
+        "format": fmt,
         "shape": list(train.shape[1:]),  # (C, H, W)
         "dtype": "uint8",
         "pixel_range": [0, 255],
@@ -127,7 +139,7 @@ def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec, raw: Pa
             "test_anomalous": int(splits["test_labels"].sum()),
         },
         "files": SPLIT_FILES,
-        "source_sha256": {role: f.sha256 for role, f in spec.files.items()},
+        "source_sha256": {role: f.sha256 for role, f in spec.files.items()} if spec else "generated (see params `generate`)",
     }
     with staged_dir(out_dir) as staging:
         for key, file in SPLIT_FILES.items():

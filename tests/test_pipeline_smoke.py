@@ -70,7 +70,13 @@ def repro(smoke_repo: Path) -> tuple[Path, float]:
     return smoke_repo, seconds
 
 
-EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan")  # every system in the smoke params
+EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan", "rgbd-adgan")  # every system in the smoke params
+
+
+def test_smoke_params_cover_every_experiment_of_the_defaults():
+    from tasks.config import load_params
+
+    assert set(load_params(SMOKE_PARAMS).train) == set(load_params(REPO / "params.yaml").train) == set(EXPERIMENTS)
 
 
 @pytest.mark.integration
@@ -99,9 +105,12 @@ def test_registered_model_loads_and_predicts(repro, experiment):
     assert float(version.tags["nominal_fpr"]) == 0.05
     assert {"test_precision", "test_recall", "test_f1", "test_auroc"} <= set(version.tags)
 
+    from tasks.config import load_params
+
     model = mlflow.pyfunc.load_model(f"models:/{experiment}@candidate")
-    test = np.load(root / "data/prepared/mnist/test.npy", mmap_mode="r")[:20]
-    frame = pd.DataFrame(test.reshape(20, -1).astype(float), columns=[f"p{i}" for i in range(784)])
+    data = load_params(root / "params.yaml").train[experiment].data
+    test = np.load(root / f"data/prepared/{data}/test.npy", mmap_mode="r")[:20]
+    frame = pd.DataFrame(test.reshape(20, -1).astype(float), columns=[f"p{i}" for i in range(test[0].size)])
     predicted = model.predict(frame)
     assert list(predicted.columns) == ["score", "p_value", "is_anomaly"]
     scores = pd.read_parquet(root / f"outputs/{experiment}/scores.parquet")["score"].to_numpy()[:20]
@@ -129,6 +138,7 @@ def test_dvc_metrics_and_plots_are_declared(repro):
     plots = dvc(root, "plots", "show", "--json")
     assert plots.returncode == 0, plots.stderr
     assert "roc.csv" in plots.stdout and "mc_histogram.png" in plots.stdout
+    assert "search_trajectory.png" in plots.stdout  # the seed's figure, for the latent-search models
 
 
 def test_cli_help_imports_no_heavy_library():

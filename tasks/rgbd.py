@@ -1,0 +1,119 @@
+"""Generate stage: the RGB-D boxes-vs-spheres set (normal = boxes, anomalies = spheres).
+
+Each frame is a ray-cast render through a pinhole camera at the origin looking along +z:
+one object with a random size, pose (position, rotation) and colour, Lambert-shaded by a fixed light,
+on a black background. Channels: R, G, B and depth, the camera-space z of the visible surface mapped
+linearly from [near, far] to [0, 255] (background = far = 255). Depth and shading come from the same
+ray hit, so depth is consistent with the shape by construction.
+Output: ``train_normal.npy``, ``test_normal.npy``, ``test_anomalous.npy``, each uint8 (N, H, W, 4).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE
+from tqdm.auto import tqdm
+
+from .config import GenerateParams
+from .files import staged_dir
+
+log = logging.getLogger(__name__)
+
+NEAR, FAR = 2.0, 9.0  # depth range mapped to 0..255
+FOCAL = 1.6  # focal length in units of half the image width (about 64° field of view)
+LIGHT = np.array([-0.45, -0.6, 0.66]) / np.linalg.norm([-0.45, -0.6, 0.66])  # direction the light travels
+AMBIENT = 0.25
+SPLIT_FILES = ("train_normal", "test_normal", "test_anomalous")
+
+
+def camera_rays(size: int) -> np.ndarray:
+    """Unit ray directions through pixel centres: (size, size, 3), row = image y (down), col = x."""
+    coords = (np.arange(size) + 0.5) / size * 2 - 1  # (-1, 1)
+    x, y = np.meshgrid(coords, coords)
+    d = np.stack([x / FOCAL, y / FOCAL, np.ones_like(x)], axis=-1)
+    return d / np.linalg.norm(d, axis=-1, keepdims=True)
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random 3×3 rotation (QR of a Gaussian matrix, sign-fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def hit_box(rays: np.ndarray, centre: np.ndarray, half: np.ndarray, rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slab test in the box frame -> (t (H, W), inf = miss; surface normal (H, W, 3) in camera space)."""
+    o = -centre @ rot  # camera origin in box frame (rot columns = box axes)
+    d = rays @ rot  # (H, W, 3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = (-half - o) / d
+        t2 = (half - o) / d
+    t_near_axes = np.minimum(t1, t2)
+    t_near = t_near_axes.max(-1)
+    t_far = np.maximum(t1, t2).min(-1)
+    hit = (t_near <= t_far) & (t_near > 0)
+    axis = t_near_axes.argmax(-1)  # the face the ray enters through
+    normal_box = np.zeros_like(d)
+    np.put_along_axis(normal_box, axis[..., None], -np.sign(np.take_along_axis(d, axis[..., None], -1)), -1)
+    return np.where(hit, t_near, np.inf), normal_box @ rot.T
+
+
+def hit_sphere(rays: np.ndarray, centre: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """|t·d − c|² = r² -> (t (H, W), inf = miss; outward normal (H, W, 3))."""
+    b = rays @ centre
+    disc = b**2 - (centre @ centre - radius**2)
+    t = np.where(disc >= 0, b - np.sqrt(np.maximum(disc, 0)), np.inf)
+    t = np.where(t > 0, t, np.inf)
+    normal = (rays * np.where(np.isfinite(t), t, 0)[..., None] - centre) / radius
+    return t, normal
+
+
+def shade(rays: np.ndarray, t: np.ndarray, normal: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """-> uint8 (H, W, 4): Lambert-shaded RGB and linear depth; background black and far."""
+    hit = np.isfinite(t)
+    lambert = np.clip(normal @ -LIGHT, 0, 1)
+    rgb = colour[None, None, :] * (AMBIENT + (1 - AMBIENT) * lambert)[..., None]
+    depth = np.where(hit, rays[..., 2] * np.where(hit, t, 0), FAR)  # camera-space z
+    frame = np.zeros(t.shape + (4,))
+    frame[..., :3] = np.where(hit[..., None], rgb * 255, 0)
+    frame[..., 3] = (np.clip(depth, NEAR, FAR) - NEAR) / (FAR - NEAR) * 255
+    return np.rint(frame).astype(np.uint8)
+
+
+def render(kind: str, rng: np.random.Generator, rays: np.ndarray) -> np.ndarray:
+    """One frame of a random box or sphere, uint8 (H, W, 4)."""
+    centre = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.8, 0.8), rng.uniform(4.5, 6.5)])
+    colour = rng.uniform(0.35, 1.0, 3)
+    if kind == "box":
+        t, normal = hit_box(rays, centre, rng.uniform(0.45, 1.3, 3), random_rotation(rng))
+    else:
+        t, normal = hit_sphere(rays, centre, rng.uniform(0.6, 1.3))
+    return shade(rays, t, normal, colour)
+
+
+def render_set(kind: str, n: int, size: int, seed: int, stream: int) -> np.ndarray:
+    """n frames, uint8 (n, H, W, 4); frame i depends on (seed, stream, i) only."""
+    rays = camera_rays(size)
+    out = np.empty((n, size, size, 4), np.uint8)
+    for i in tqdm(range(n), desc=f"render {kind}s", unit="frame", leave=False, disable=None):
+        out[i] = render(kind, np.random.default_rng([seed, stream, i]), rays)
+    return out
+
+
+@task(cache_policy=NONE, persist_result=False)
+def generate_rgbd(params: GenerateParams, out_dir: Path) -> Path:
+    """Render the boxes-vs-spheres splits into ``out_dir`` (one .npy per split, (N, H, W, 4) uint8)."""
+    splits = {
+        "train_normal": render_set("box", params.n_train, params.size, params.seed, 0),
+        "test_normal": render_set("box", params.n_test_normal, params.size, params.seed, 1),
+        "test_anomalous": render_set("sphere", params.n_test_anomalous, params.size, params.seed, 2),
+    }
+    with staged_dir(out_dir) as staging:
+        for name, frames in splits.items():
+            np.save(staging / f"{name}.npy", frames)
+    log.info("rgbd: %s frames of %d×%d×4 in %s", {k: len(v) for k, v in splits.items()}, params.size, params.size, out_dir)
+    return out_dir
