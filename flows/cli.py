@@ -73,17 +73,25 @@ def user_errors(command):
     return wrapper
 
 
+def _entry(loaded, section: str, name: str, params: Path):
+    """params.<section>.<name>, or a one-line error that lists what the section has."""
+    from tasks.config import ParamsError
+
+    entries = getattr(loaded, section)
+    if name not in entries:
+        raise ParamsError(f"{section}.{name}: no such entry in {params}; it has: {', '.join(entries) or 'nothing'}")
+    return entries[name]
+
+
 @app.command()
 @user_errors
 def download(name: str = typer.Argument(..., help="a dataset key of params.yaml `download`"), params: Path = ParamsOption) -> None:
     """Fetch a declared dataset (or copy it from $GADFLOW_DATA_MIRROR) and verify its checksums."""
-    from tasks.config import ParamsError, load_params
+    from tasks.config import load_params
     from tasks.download import download_dataset
     from tasks.layout import raw_dir
 
-    spec = load_params(params).download.get(name)
-    if spec is None:
-        raise ParamsError(f"download.{name}: no such dataset in {params}")
+    spec = _entry(load_params(params), "download", name, params)
     out = download_dataset.fn(name, spec, raw_dir(name))
     logging.getLogger("gadflow").info("%s: %d files verified in %s", name, len(spec.files), out)
 
@@ -92,28 +100,23 @@ def download(name: str = typer.Argument(..., help="a dataset key of params.yaml 
 @user_errors
 def generate(name: str = typer.Argument(..., help="a key of params.yaml `generate`"), params: Path = ParamsOption) -> None:
     """Render a generated dataset (the RGB-D boxes-vs-spheres set) into data/raw/<name>."""
-    from tasks.config import ParamsError, load_params
+    from tasks.config import load_params
     from tasks.layout import raw_dir
     from tasks.rgbd import generate_rgbd
 
-    spec = load_params(params).generate.get(name)
-    if spec is None:
-        raise ParamsError(f"generate.{name}: no such entry in {params}")
-    generate_rgbd.fn(spec, raw_dir(name))
+    generate_rgbd.fn(_entry(load_params(params), "generate", name, params), raw_dir(name))
 
 
 @app.command()
 @user_errors
 def prepare(name: str = typer.Argument(..., help="a key of params.yaml `prepare`"), params: Path = ParamsOption) -> None:
     """Build the one-class train / calibration / test split of a downloaded dataset."""
-    from tasks.config import ParamsError, load_params
+    from tasks.config import load_params
     from tasks.layout import prepared_dir, raw_dir
     from tasks.prepare import prepare_dataset
 
     loaded = load_params(params)
-    prep = loaded.prepare.get(name)
-    if prep is None:
-        raise ParamsError(f"prepare.{name}: no such entry in {params}")
+    prep = _entry(loaded, "prepare", name, params)
     prepare_dataset.fn(name, prep, loaded.download.get(prep.source), raw_dir(prep.source), prepared_dir(name))  # None: generated
 
 

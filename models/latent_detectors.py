@@ -10,7 +10,7 @@ Both train exactly like the DCGAN detector (same networks, same resumable loop);
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -36,8 +36,8 @@ class LatentSearchDetectorConfig(DCGANConfig):
 
     @property
     def search(self) -> LatentSearchConfig:
-        return LatentSearchConfig(self.n_seeds, self.steps, self.lr_z, self.lr_theta, self.memory_budget_mb, self.search_seed,
-                                  self.max_pairs_per_chunk, self.max_pairs_per_chunk_theta)
+        """The engine's config, field by field (its `seed` is our `search_seed`; `seed` trains the GAN)."""
+        return LatentSearchConfig(**{f.name: getattr(self, "search_seed" if f.name == "seed" else f.name) for f in fields(LatentSearchConfig)})
 
 
 def mse_loss(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
