@@ -217,3 +217,12 @@ def test_mirror_dir_cannot_leave_the_mirror():
     files = {"archive": {"file": "a.tar.gz", "sha256": "0" * 64, "urls": ["file:///tmp/a.tar.gz"]}}
     with pytest.raises(Exception, match="pattern"):
         DatasetSpec(format="png_folder", mirror_dir="../..", files=files)
+
+
+def test_gpu_params_variant_matches_the_defaults_structurally():
+    """configs/params-gpu.yaml: the paper-scale settings for GPU workers, same experiments as params.yaml."""
+    gpu = load_params(REPO / "configs" / "params-gpu.yaml")
+    cpu = load_params(REPO / "params.yaml")
+    assert set(gpu.train) == set(cpu.train) and set(gpu.prepare) == set(cpu.prepare)
+    assert gpu.train["mnist-adgan"].search.lr_theta == 6e-9  # the seed's setting
+    assert all(t.device == "cuda" for t in gpu.train.values())
