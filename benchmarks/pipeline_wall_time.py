@@ -59,6 +59,7 @@ def main() -> None:
         "second_repro_ran_stages": "Running stage" in second.stdout,
         "stages": stages,
         "auroc": {name: round(m["auroc"], 4) for name, m in metrics.items()},
+        "achieved_fpr": {name: {method: round(v["fpr"], 4) for method, v in m["thresholds"].items()} for name, m in metrics.items()},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }))
 
