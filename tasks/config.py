@@ -149,7 +149,7 @@ class CalibrateParams(Strict):
 class EvaluateParams(Strict):
     grid_images: Annotated[int, Field(ge=1, le=256)] = 32  # most / least anomalous test images shown
     score_batch_size: Annotated[int, Field(ge=1, le=65_536)] = 512
-    trajectory_lr_theta_high: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3  # latent-search models: the "high lr_θ" row of the trajectory figure
+    trajectory_lr_theta_high: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4  # latent-search models: the "high lr_θ" row of the trajectory figure
 
 
 class RegisterParams(Strict):
