@@ -61,21 +61,25 @@ class LatentSearchDetector(DCGANDetector):
     def engine(self) -> LatentSearch:
         return LatentSearch(self.generator, self.config.latent_dim, self.loss_fn(), self.config.search)
 
+    def _search_inputs(self, images: np.ndarray, n_seeds: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, C, H, W) -> loss targets (B, ...) and restarts z0 (B, S, latent) on the device."""
+        x = to_model_space(images, self.device)  # (B, C, H, W) in [-1, 1]
+        with torch.no_grad():
+            targets = self.search_targets(x)
+        z0 = initial_latents(sample_keys(images), n_seeds, self.config.latent_dim, self.config.search_seed)
+        return targets, z0.to(self.device)
+
     def search_losses(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         """uint8 (N, C, H, W) -> final losses (N, S), float64; each row depends on its own sample only."""
         self.check_input(images)
         engine = self.engine()
-        keys = sample_keys(images)
         chunk = engine.samples_per_chunk(self.device)
         out = []
         with frozen(self.generator, self.discriminator), tqdm(total=len(images), unit="sample", desc=f"latent search ({self.kind})", disable=not progress or None) as bar:
             for start in range(0, len(images), chunk):
-                x = to_model_space(images[start : start + chunk], self.device)  # (B, C, H, W)
-                z0 = initial_latents(keys[start : start + chunk], self.config.n_seeds, self.config.latent_dim, self.config.search_seed)
-                with torch.no_grad():
-                    targets = self.search_targets(x)
-                out.append(engine.search(targets, z0.to(self.device)).double().cpu())
-                bar.update(len(x))
+                batch = images[start : start + chunk]
+                out.append(engine.search(*self._search_inputs(batch, self.config.n_seeds)).double().cpu())
+                bar.update(len(batch))
         return torch.cat(out).numpy() if out else np.zeros((0, self.config.n_seeds))
 
     def search_trajectory(self, image: np.ndarray, lr_theta: float) -> np.ndarray:
@@ -84,12 +88,9 @@ class LatentSearchDetector(DCGANDetector):
         frames: list[np.ndarray] = []
         config = replace(self.config.search, n_seeds=1, lr_theta=lr_theta)
         engine = LatentSearch(self.generator, self.config.latent_dim, self.loss_fn(), config)
-        z0 = initial_latents(sample_keys(image), 1, self.config.latent_dim, self.config.search_seed)
         with frozen(self.generator, self.discriminator):
-            x = to_model_space(image, self.device)
-            with torch.no_grad():
-                targets = self.search_targets(x)
-            engine.search(targets, z0.to(self.device), on_step=lambda t, generated: frames.append(to_uint8(generated[:1])))
+            targets, z0 = self._search_inputs(image, n_seeds=1)
+            engine.search(targets, z0, on_step=lambda t, generated: frames.append(to_uint8(generated[:1])))
         return np.concatenate(frames)
 
     def score(self, images: np.ndarray, batch_size: int = 0, progress: bool = False) -> np.ndarray:

@@ -104,22 +104,28 @@ def read_png_folder(folder: Path) -> np.ndarray:
     return np.stack(images)
 
 
-def png_folder_splits(archive: Path) -> dict[str, np.ndarray]:
-    """Archive with train/normal, test/normal, test/anomalous -> uint8 arrays per split."""
+SPLIT_FOLDERS = ("train/normal", "test/normal", "test/anomalous")  # the folder layout of archive formats
+SPLIT_ROLES = {folder: folder.replace("/", "_") for folder in SPLIT_FOLDERS}  # file roles of rgbd_npy sets
+
+
+def folder_splits(archive: Path, read_folder) -> dict[str, np.ndarray]:
+    """Archive with train/normal, test/normal, test/anomalous -> uint8 (N, C, H, W) per split,
+    each folder read by ``read_folder(folder)``; all splits must share (C, H, W)."""
     with tempfile.TemporaryDirectory() as tmp:
         safe_extract(archive, Path(tmp))
         roots = [p.parent.parent for p in Path(tmp).rglob("train/normal")]
         if len(roots) != 1:
             raise GadflowError(f"{archive}: expected one train/normal/ folder (with test/normal/ and test/anomalous/), found {len(roots)}")
-        root = roots[0]
-        splits = {key: read_png_folder(root / key) for key in ("train/normal", "test/normal", "test/anomalous")}
+        splits = {key: read_folder(roots[0] / key) for key in SPLIT_FOLDERS}
     shapes = {k: v.shape[1:] for k, v in splits.items()}
     if len(set(shapes.values())) != 1:
         raise GadflowError(f"{archive}: splits differ in (C, H, W): {shapes}")
     return splits
 
 
-RGBD_SPLITS = ("train/normal", "test/normal", "test/anomalous")
+def png_folder_splits(archive: Path) -> dict[str, np.ndarray]:
+    """A png_folder archive -> uint8 arrays per split."""
+    return folder_splits(archive, read_png_folder)
 
 
 def read_rgbd_npy(path: Path) -> np.ndarray:
@@ -174,14 +180,5 @@ def read_rgbd_png_pairs(folder: Path, depth_range: tuple[float, float]) -> np.nd
 
 
 def rgbd_png_splits(archive: Path, depth_range: tuple[float, float]) -> dict[str, np.ndarray]:
-    """Archive with train/normal, test/normal, test/anomalous of RGB-D PNG pairs -> uint8 arrays per split."""
-    with tempfile.TemporaryDirectory() as tmp:
-        safe_extract(archive, Path(tmp))
-        roots = [p.parent.parent for p in Path(tmp).rglob("train/normal")]
-        if len(roots) != 1:
-            raise GadflowError(f"{archive}: expected one train/normal/ folder (with test/normal/ and test/anomalous/), found {len(roots)}")
-        splits = {key: read_rgbd_png_pairs(roots[0] / key, depth_range) for key in RGBD_SPLITS}
-    shapes = {k: v.shape[1:] for k, v in splits.items()}
-    if len(set(shapes.values())) != 1:
-        raise GadflowError(f"{archive}: splits differ in (C, H, W): {shapes}")
-    return splits
+    """An rgbd_png archive (colour + 16-bit depth pairs per split folder) -> uint8 arrays per split."""
+    return folder_splits(archive, lambda folder: read_rgbd_png_pairs(folder, depth_range))

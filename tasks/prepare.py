@@ -20,7 +20,7 @@ from models.errors import GadflowError
 
 from .config import DatasetSpec, PrepareParams
 from .files import staged_dir
-from .formats import RGBD_SPLITS, idx_images, idx_labels, png_folder_splits, read_rgbd_npy, rgbd_png_splits
+from .formats import SPLIT_ROLES, idx_images, idx_labels, png_folder_splits, read_rgbd_npy, rgbd_png_splits
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _read_source(fmt: str, files: dict[str, Path], depth_range: tuple[float, flo
         test = idx_images(files["test_images"])
         return train, idx_labels(files["train_labels"], len(train)), test, idx_labels(files["test_labels"], len(test))
     if fmt == "rgbd_npy":
-        splits = {key: read_rgbd_npy(files[key.replace("/", "_")]) for key in RGBD_SPLITS}
+        splits = {folder: read_rgbd_npy(files[role]) for folder, role in SPLIT_ROLES.items()}
     elif fmt == "rgbd_png":
         splits = rgbd_png_splits(files["archive"], depth_range)
     else:
@@ -106,7 +106,7 @@ def _read_source(fmt: str, files: dict[str, Path], depth_range: tuple[float, flo
 def _source_files(spec: DatasetSpec | None, raw: Path) -> tuple[str, dict[str, Path], tuple[float, float] | None]:
     """(format, role -> path, depth range) of a declared dataset, or of a generated one (spec None)."""
     if spec is None:  # the generate stage writes rgbd_npy splits under fixed names
-        return "rgbd_npy", {key.replace("/", "_"): raw / f"{key.replace('/', '_')}.npy" for key in RGBD_SPLITS}, None
+        return "rgbd_npy", {role: raw / f"{role}.npy" for role in SPLIT_ROLES.values()}, None
     return spec.format, {role: raw / f.file for role, f in spec.files.items()}, spec.depth_range
 
 
