@@ -18,6 +18,7 @@ class DCGANShape:
     size: int  # H = W
     latent_dim: int  # dimension of z
     base_channels: int  # feature maps of the widest-resolution conv layer
+    discriminator_norm: str = "batch"  # "batch": BatchNorm (Radford et al.); "spectral": spectral norm on every D layer
 
     @property
     def n_scales(self) -> int:
@@ -82,26 +83,37 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (B, C, H, W) -> real/fake logit (B,); ``features`` gives the last conv block (B, F)."""
+    """image (B, C, H, W) -> real/fake logit (B,); ``features`` gives the last conv block (B, F).
+
+    With ``discriminator_norm="spectral"`` every layer's weight is divided by its largest singular
+    value (Miyato et al. 2018: D is 1-Lipschitz per layer) and there is no BatchNorm, so D's output for
+    one image never depends on the rest of its batch. The power iteration runs in training mode only;
+    in eval mode the stored estimate is used, so scoring is deterministic.
+    """
 
     def __init__(self, shape: DCGANShape) -> None:
         super().__init__()
+        if shape.discriminator_norm not in ("batch", "spectral"):
+            raise GadflowError(f"discriminator_norm must be 'batch' or 'spectral', got {shape.discriminator_norm!r}")
         self.shape = shape
+        spectral = shape.discriminator_norm == "spectral"
         layers: list[nn.Module] = [
-            nn.Conv2d(shape.channels, shape.width(0), 4, 2, 1),  # no BatchNorm on the input layer
+            nn.Conv2d(shape.channels, shape.width(0), 4, 2, 1),  # no normalisation on the input layer
             nn.LeakyReLU(0.2, inplace=True),
         ]
         for level in range(1, shape.n_scales):  # (width(l-1), s, s) -> (width(l), s/2, s/2)
-            layers += [
-                nn.Conv2d(shape.width(level - 1), shape.width(level), 4, 2, 1, bias=False),
-                nn.BatchNorm2d(shape.width(level)),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
+            layers += [nn.Conv2d(shape.width(level - 1), shape.width(level), 4, 2, 1, bias=spectral)]
+            layers += [] if spectral else [nn.BatchNorm2d(shape.width(level))]
+            layers += [nn.LeakyReLU(0.2, inplace=True)]
         layers.append(nn.Flatten())
         self.body = nn.Sequential(*layers)
         top = shape.n_scales - 1
         self.head = nn.Linear(shape.width(top) * shape.start_size**2, 1)
         self.apply(init_dcgan_weights)
+        if spectral:  # after init: the parametrisation wraps the initialised weight
+            for module in [*self.body, self.head]:
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)  # (B, width(top) * s0 * s0)

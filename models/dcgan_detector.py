@@ -48,10 +48,11 @@ class DCGANConfig:
     seed: int = 0
     device: str = "auto"
     n_fixed_samples: int = 64  # size of the fixed-noise grid recorded every epoch
+    discriminator_norm: str = "batch"  # "batch" | "spectral" (see models.dcgan.Discriminator)
 
     @property
     def shape(self) -> DCGANShape:
-        return DCGANShape(self.channels, self.size, self.latent_dim, self.base_channels)
+        return DCGANShape(self.channels, self.size, self.latent_dim, self.base_channels, self.discriminator_norm)
 
     def training_key(self) -> str:
         """What a checkpoint must match to be resumed: the GAN training fields only (not the device,
@@ -76,6 +77,9 @@ EpochCallback = Callable[[EpochRecord, np.ndarray], None]  # (record, fixed-nois
 class DCGANDetector(Detector):
     kind = "dcgan"
     config_cls = DCGANConfig
+    # How the networks are trained. DCGAN, ADGAN and AnoGAN differ only in how they score, so a
+    # checkpoint of one resumes (or, when complete, is reused by) another with the same training_key.
+    trained_as = "dcgan"
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__(config)
@@ -206,7 +210,7 @@ class DCGANDetector(Detector):
         atomic_torch_save(
             directory / LAST_CHECKPOINT,
             {
-                "kind": self.kind,
+                "trained_as": self.trained_as,
                 "training_key": self.config.training_key(),
                 "data_key": data_key,
                 "epochs_done": epochs_done,
@@ -225,7 +229,7 @@ class DCGANDetector(Detector):
             return 0
         path = Path(checkpoint_dir) / LAST_CHECKPOINT
         ckpt: dict[str, Any] = load_checkpoint(path)
-        if ckpt.get("kind") != self.kind or ckpt.get("training_key") != self.config.training_key() or ckpt.get("data_key") != data_key:
+        if ckpt.get("trained_as") != self.trained_as or ckpt.get("training_key") != self.config.training_key() or ckpt.get("data_key") != data_key:
             log.warning("%s was made with another config or data: training from scratch", path)
             return 0
         self.generator.load_state_dict(ckpt["generator"])

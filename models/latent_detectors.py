@@ -32,6 +32,7 @@ class LatentSearchDetectorConfig(DCGANConfig):
     search_seed: int = 0
     max_pairs_per_chunk: int = 768
     max_pairs_per_chunk_theta: int = 48
+    channels_last: bool = False  # fast path only; see LatentSearchConfig
     anogan_lambda: float = 0.1  # AnoGAN only: weight of the discrimination term
 
     @property

@@ -102,6 +102,7 @@ class SearchParams(Strict):
     seed: int = 0
     max_pairs_per_chunk: Annotated[int, Field(ge=1, le=10_000_000)] = 768  # (sample, restart) pairs per batched step
     max_pairs_per_chunk_theta: Annotated[int, Field(ge=1, le=10_000_000)] = 48  # the same when lr_theta > 0
+    channels_last: bool = False  # lr_theta = 0 only: faster on CPU, not bit-comparable with the reference
     anogan_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
 
 
@@ -117,6 +118,7 @@ class TrainParams(Strict):
     lr_g: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
     lr_d: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
     beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    discriminator_norm: Literal["batch", "spectral"] = "batch"  # spectral: Miyato et al. 2018, no BatchNorm in D
     search: SearchParams | None = None  # required by adgan and anogan, not allowed for dcgan
 
     @model_validator(mode="after")

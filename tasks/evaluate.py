@@ -44,6 +44,20 @@ def interpretation(name: str, m: dict, method: str) -> str:
     )
 
 
+UNFINISHED_SEARCH_RATIO = 0.25
+
+
+def search_convergence(generated_losses: np.ndarray, normal_losses: np.ndarray) -> dict:
+    """Label-free check of a latent search: G's own samples are reachable, so the loss left on them is
+    search error. If it is a large share of the loss on normal calibration data, scores mostly measure
+    an unfinished search. Uses no test data."""
+    ratio = float(np.mean(generated_losses) / max(float(np.mean(normal_losses)), 1e-12))
+    if ratio > UNFINISHED_SEARCH_RATIO:
+        log.warning("latent search unfinished: the loss left on G's own samples is %.0f%% of the loss on normal calibration "
+                    "data; raise search.steps or lr_z (benchmarks/search_convergence.py picks them without labels)", 100 * ratio)
+    return {"generated_to_normal_loss_ratio": ratio, "unfinished": ratio > UNFINISHED_SEARCH_RATIO}
+
+
 @task(cache_policy=NONE, persist_result=False)
 def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_dir: Path, data_dir: Path, out_dir: Path) -> Path:
     """Write report/metrics.json, report/summary.json and report/plots/*; return the report folder."""
@@ -81,6 +95,9 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
         "flagged": int(chosen["tp"] + chosen["fp"]),
         "interpretation": interpretation(name, metrics, calibration.method),
     }
+    detector = load_detector(model_dir)
+    if hasattr(detector, "search_trajectory"):  # latent-search scores: Monte Carlo samples double as a convergence check
+        summary["search_convergence"] = search_convergence(mc_scores, np.asarray(calibration.calibration_scores))
     atomic_write_text(report / METRICS_FILE, json.dumps(metrics, indent=1))
     atomic_write_text(report / SUMMARY_FILE, json.dumps(summary, indent=1))
 
@@ -103,7 +120,6 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
         captions = [f"{scores[i]:.3g} {'A' if labels[i] else 'N'}{frame['class'].iat[i]}" for i in idx]
         image_grid(np.asarray(test_images[idx]), plots / f"{tag}.png",
                    f"{name}: {k} {tag.replace('_', ' ')} test samples (score, N/A = normal/anomaly + class)", captions)
-    detector = load_detector(model_dir)
     if hasattr(detector, "search_trajectory") and labels.any():
         _trajectory_figure(name, detector, np.asarray(test_images[int(np.flatnonzero(labels)[0])])[None], params, plots)
     log.info(summary["interpretation"])

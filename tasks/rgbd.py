@@ -23,7 +23,7 @@ from .files import staged_dir
 
 log = logging.getLogger(__name__)
 
-NEAR, FAR = 2.0, 9.0  # depth range mapped to 0..255
+NEAR, FAR = 1.5, 7.0  # depth range mapped to 0..255 (objects span about 1.6 to 6.5)
 FOCAL = 1.6  # focal length in units of half the image width (about 64° field of view)
 LIGHT = np.array([-0.45, -0.6, 0.66]) / np.linalg.norm([-0.45, -0.6, 0.66])  # direction the light travels
 AMBIENT = 0.25
@@ -85,13 +85,22 @@ def shade(rays: np.ndarray, t: np.ndarray, normal: np.ndarray, colour: np.ndarra
 
 
 def render(kind: str, rng: np.random.Generator, rays: np.ndarray) -> np.ndarray:
-    """One frame of a random box or sphere, uint8 (H, W, 4)."""
-    centre = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.8, 0.8), rng.uniform(4.5, 6.5)])
+    """One frame of a random box or sphere, uint8 (H, W, 4).
+
+    Both classes draw the same random half-extents h. A sphere gets the radius whose silhouette area
+    π r² equals the box's mean silhouette area over orientations (Cauchy: surface / 4 = 2(h₁h₂ + h₂h₃ + h₁h₃)),
+    so the two classes differ in shape and shading, not in size: a detector cannot tell them apart
+    by how many pixels they cover.
+    """
+    centre = np.array([rng.uniform(-0.7, 0.7), rng.uniform(-0.7, 0.7), rng.uniform(3.5, 5.0)])
     colour = rng.uniform(0.35, 1.0, 3)
+    half = rng.uniform(0.45, 1.1, 3)
+    rotation = random_rotation(rng)
     if kind == "box":
-        t, normal = hit_box(rays, centre, rng.uniform(0.45, 1.3, 3), random_rotation(rng))
+        t, normal = hit_box(rays, centre, half, rotation)
     else:
-        t, normal = hit_sphere(rays, centre, rng.uniform(0.6, 1.3))
+        radius = np.sqrt(2 * (half[0] * half[1] + half[1] * half[2] + half[0] * half[2]) / np.pi)
+        t, normal = hit_sphere(rays, centre, radius)
     return shade(rays, t, normal, colour)
 
 

@@ -94,3 +94,8 @@ def test_initialisation_depends_on_the_seed_only():
     for name, net in a.networks().items():
         for key, tensor in net.state_dict().items():
             assert torch.equal(tensor, b.networks()[name].state_dict()[key]), (name, key)
+
+
+def test_unknown_discriminator_norm_is_refused():
+    with pytest.raises(GadflowError, match="discriminator_norm"):
+        Discriminator(DCGANShape(channels=1, size=16, latent_dim=4, base_channels=4, discriminator_norm="layer"))

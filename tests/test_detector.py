@@ -206,6 +206,35 @@ def test_foreign_checkpoint_is_not_resumed(tmp_path, caplog, change):
     assert_same_weights(det, trained(cfg, new_data))  # the same as a run without any checkpoint
 
 
+def test_a_finished_gan_is_reused_by_a_detector_that_only_scores_differently(tmp_path):
+    """DCGAN, ADGAN and AnoGAN train identically: ADGAN resumes a finished DCGAN checkpoint with 0 epochs."""
+    from models.latent_detectors import ADGANDetector, LatentSearchDetectorConfig
+
+    data = images()
+    first = trained(config(), data, checkpoint_dir=tmp_path)
+    epochs_run = []
+    adgan = ADGANDetector(LatentSearchDetectorConfig(**BASE, steps=2, lr_theta=0.0))
+    adgan.fit(data, checkpoint_dir=tmp_path, progress=False, on_epoch_end=lambda r, s: epochs_run.append(r.epoch))
+    assert epochs_run == []
+    assert_same_weights(adgan, first)
+
+
+def test_spectral_norm_discriminator_trains_resumes_and_scores_per_image(tmp_path):
+    cfg, data = config(epochs=3, discriminator_norm="spectral"), images()
+    reference = trained(cfg, data)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.discriminator.modules())
+    with pytest.raises(KeyboardInterrupt):
+        trained(cfg, data, checkpoint_dir=tmp_path, on_epoch_end=Interrupt(after_epoch=1))
+    resumed = trained(cfg, data, checkpoint_dir=tmp_path)
+    assert_same_weights(resumed, reference)  # the power-iteration vectors are restored too
+
+    batch = images(n=10, seed=4)
+    scores = reference.score(batch)
+    assert np.array_equal(reference.score(batch[3:4]), scores[3:4])  # no batch statistics in D
+    reference.save(tmp_path / "model")
+    assert np.array_equal(load_detector(tmp_path / "model").score(batch), scores)
+
+
 # --- non-finite losses ---------------------------------------------------------------------------------
 def nan_discriminator(det: DCGANDetector, monkeypatch) -> None:
     """Make D's logits NaN (still differentiable, so the optimiser steps run)."""

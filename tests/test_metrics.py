@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -63,3 +64,29 @@ def test_ranking_metrics_against_sklearn():
 def test_ranking_metrics_single_class_is_nan():
     m = ranking_metrics(np.zeros(5, int), np.arange(5.0))
     assert math.isnan(m["auroc"]) and math.isnan(m["auprc"])
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_search_convergence_flags_a_search_that_leaves_its_own_samples_unreconstructed():
+    from tasks.evaluate import search_convergence
+
+    logger, handler = logging.getLogger("tasks.evaluate"), ListHandler()  # prefect's logging config bypasses caplog
+    logger.addHandler(handler)
+    try:
+        normal = np.full(50, 0.04)
+        finished = search_convergence(np.full(200, 0.003), normal)
+        assert finished == {"generated_to_normal_loss_ratio": pytest.approx(0.075), "unfinished": False}
+        assert handler.messages == []
+        unfinished = search_convergence(np.full(200, 0.034), normal)
+    finally:
+        logger.removeHandler(handler)
+    assert unfinished["unfinished"] and unfinished["generated_to_normal_loss_ratio"] == pytest.approx(0.85)
+    assert any("raise search.steps" in m for m in handler.messages)

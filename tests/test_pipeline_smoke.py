@@ -89,6 +89,9 @@ def test_smoke_repro_finishes_in_time(repro):
         for rel in ("model/model.pt", "model/threshold.json", "scores.parquet", "report/metrics.json", "report/plots/roc.png",
                     "report/plots/mc_histogram.png", "train/samples/epoch_001.png", "registered.json"):
             assert (root / "outputs" / experiment / rel).is_file(), f"{experiment}/{rel}"
+        summary = json.loads((root / "outputs" / experiment / "report" / "summary.json").read_text())
+        latent_search = experiment != "mnist-dcgan"
+        assert ("search_convergence" in summary) == latent_search, experiment  # the label-free check of the search
 
 
 @pytest.mark.integration
