@@ -45,8 +45,8 @@ class LatentSearchConfig:
     max_pairs_per_chunk: int = 768  # fast path: CPU throughput peaks near 256 samples × 3 restarts (measured)
     max_pairs_per_chunk_theta: int = 48  # with per-pair θ copies: flat from 6 to 192 pairs, collapses beyond (measured)
     # Fast path only: run a private channels-last copy of G. Faster transposed convolutions on CPU, but
-    # other rounding, which Adam amplifies to ~1e-4 relative in the final losses: not bit-comparable with
-    # the per-sample reference, so off by default (docs/benchmarks.md).
+    # other rounding, which Adam can amplify (up to 3e-4 relative in the final losses, measured): not
+    # bit-comparable with the per-sample reference, so off by default (docs/benchmarks.md).
     channels_last: bool = False
 
 
