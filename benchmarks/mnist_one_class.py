@@ -51,9 +51,10 @@ def run_digit(digit: int, params, exp_names: list[str], raw: Path, work: Path, q
         prep = params.prepare[exp.train.data].model_copy(update={"normal_classes": [digit]})
         train = exp.train
         calibrate = exp.calibrate
-        if quick:
-            train = train.model_copy(update={"epochs": 1, "base_channels": 8, "batch_size": 128})
-            calibrate = calibrate.model_copy(update={"mc_samples": 1000})
+        if quick:  # tiny settings: a latent search over all 10,000 test images gets 2 steps and 1 restart
+            search = {"search": train.search.model_copy(update={"steps": 2, "n_seeds": 1})} if train.search else {}
+            train = train.model_copy(update={"epochs": 1, "base_channels": 8, "batch_size": 128, **search})
+            calibrate = calibrate.model_copy(update={"mc_samples": 1000 if train.search is None else 200})
         name = f"mnist{digit}"
         data_dir = prepare_dataset.fn(name, prep, params.download[prep.source], raw, work / "prepared" / name)
         out_dir = work / "outputs" / name / exp_name
