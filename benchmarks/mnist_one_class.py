@@ -46,9 +46,9 @@ def run_digit(digit: int, params, exp_names: list[str], raw: Path, work: Path, q
     their training settings match (the resume check decides), so they differ only in scoring."""
     rows = []
     first_checkpoints: Path | None = None
+    prepared: dict[str, Path] = {}  # prepare section -> this digit's prepared data, built once
     for exp_name in exp_names:
         exp = params.experiment(exp_name)
-        prep = params.prepare[exp.train.data].model_copy(update={"normal_classes": [digit]})
         train = exp.train
         calibrate = exp.calibrate
         if quick:  # tiny settings: a latent search over all 10,000 test images gets 2 steps and 1 restart
@@ -56,7 +56,10 @@ def run_digit(digit: int, params, exp_names: list[str], raw: Path, work: Path, q
             train = train.model_copy(update={"epochs": 1, "base_channels": 8, "batch_size": 128, **search})
             calibrate = calibrate.model_copy(update={"mc_samples": 1000 if train.search is None else 200})
         name = f"mnist{digit}"
-        data_dir = prepare_dataset.fn(name, prep, params.download[prep.source], raw, work / "prepared" / name)
+        if exp.train.data not in prepared:
+            prep = params.prepare[exp.train.data].model_copy(update={"normal_classes": [digit]})
+            prepared[exp.train.data] = prepare_dataset.fn(name, prep, params.download[prep.source], raw, work / "prepared" / name / exp.train.data)
+        data_dir = prepared[exp.train.data]
         out_dir = work / "outputs" / name / exp_name
         checkpoints = train_paths(out_dir)["checkpoints"]
         if first_checkpoints is not None:
