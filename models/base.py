@@ -1,7 +1,9 @@
 """The detector interface every model implements: fit / score / sample / save / load.
 
-Inputs are uint8 images (N, C, H, W) as stored by the prepare stage; the fixed preprocessing
-(uint8 [0, 255] -> float [-1, 1]) is part of the model. Scores: higher = more anomalous.
+Inputs are either uint8 images (N, C, H, W) as stored by the prepare stage, with the fixed
+preprocessing uint8 [0, 255] -> float [-1, 1] part of the model, or tabular features (N, D) as
+floats, already scaled by the prepare stage's preprocessor (which travels with the model folder).
+Scores: higher = more anomalous.
 """
 
 from __future__ import annotations
@@ -52,14 +54,39 @@ class Detector:
 
     A subclass sets ``kind`` and ``config_cls``, builds its networks in ``__init__`` and
     implements ``fit``, ``_score_batch`` (model-space batch -> (B,) scores) and ``sample``.
+    ``input_kinds`` says which inputs it takes: "image" (uint8 (N, C, H, W)) and/or "tabular" (float (N, D)).
     """
 
     kind: ClassVar[str]
     config_cls: ClassVar[type]
+    input_kinds: ClassVar[tuple[str, ...]] = ("image",)
 
     def __init__(self, config: Any) -> None:
         self.config = config
         self.device = pick_device(getattr(config, "device", "auto"))
+
+    @classmethod
+    def config_for(cls, input_shape: tuple[int, ...], **fields: Any) -> Any:
+        """The config for data of ``input_shape`` ((C, H, W) or (D,)) plus the params' fields."""
+        if len(input_shape) != 3:
+            raise GadflowError(f"model '{cls.kind}' takes images (C, H, W); this data has shape {tuple(input_shape)}")
+        return cls.config_cls(channels=int(input_shape[0]), size=int(input_shape[1]), **fields)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the images, or (D,) of the tabular features, this model scores."""
+        return (self.config.channels, self.config.size, self.config.size)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+    def to_model_space(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Images: uint8 -> float32 [-1, 1]; tabular: float -> float32, unchanged. On the model's device."""
+        if self.is_image:
+            return to_model_space(batch, self.device)
+        x = batch if torch.is_tensor(batch) else torch.from_numpy(np.array(batch, dtype=np.float32))
+        return x.to(device=self.device, dtype=torch.float32)
 
     # --- what subclasses provide -------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
@@ -73,15 +100,20 @@ class Detector:
     def model_id(self) -> str:
         return state_fingerprint(*self.networks().values())
 
-    def check_input(self, images: np.ndarray) -> None:
-        if images.dtype != np.uint8:
-            raise GadflowError(f"input images must be uint8 pixels in [0, 255], got dtype {images.dtype}")
-        expected = (self.config.channels, self.config.size, self.config.size)
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-            raise GadflowError(f"input of shape {tuple(images.shape)} does not match the model's (N, {', '.join(map(str, expected))})")
+    def check_input(self, inputs: np.ndarray) -> None:
+        expected = self.input_shape
+        if self.is_image and inputs.dtype != np.uint8:
+            raise GadflowError(f"input images must be uint8 pixels in [0, 255], got dtype {inputs.dtype}")
+        if not self.is_image and not np.issubdtype(inputs.dtype, np.floating):
+            raise GadflowError(f"tabular input must be floating-point features, got dtype {inputs.dtype}")
+        if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected:
+            raise GadflowError(f"input of shape {tuple(inputs.shape)} does not match the model's (N, {', '.join(map(str, expected))})")
+        if not self.is_image and not np.isfinite(inputs).all():
+            bad = int(np.flatnonzero(~np.isfinite(inputs).all(axis=1))[0])
+            raise GadflowError(f"tabular input row {bad} has a NaN or infinite feature")
 
     def score(self, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
-        """uint8 (N, C, H, W) -> float64 scores (N,); each score depends on its own sample only."""
+        """uint8 (N, C, H, W) or float (N, D) -> float64 scores (N,); each score depends on its own sample only."""
         self.check_input(images)
         nets = self.networks().values()
         modes = [net.training for net in nets]
@@ -94,7 +126,7 @@ class Detector:
             starts = range(0, len(images), batch_size)
             with torch.no_grad():
                 for start in tqdm(starts, desc=f"score {self.kind}", unit="batch", disable=not progress or None):
-                    x = to_model_space(images[start : start + batch_size], self.device)
+                    x = self.to_model_space(images[start : start + batch_size])
                     out.append(self._score_batch(x).double().cpu())
         finally:
             for net, mode in zip(nets, modes):

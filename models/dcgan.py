@@ -82,6 +82,28 @@ class Generator(nn.Module):
         return self.upsample(self.project(z))  # (B, C, H, W)
 
 
+def conv_body(shape: DCGANShape, spectral: bool = False) -> nn.Sequential:
+    """image (B, C, H, W) -> flat features (B, width(top) * s0 * s0): strided convs, the DCGAN discriminator's body.
+
+    No normalisation on the input layer; BatchNorm on the others unless ``spectral`` (then conv biases instead).
+    """
+    layers: list[nn.Module] = [
+        nn.Conv2d(shape.channels, shape.width(0), 4, 2, 1),
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
+    for level in range(1, shape.n_scales):  # (width(l-1), s, s) -> (width(l), s/2, s/2)
+        layers += [nn.Conv2d(shape.width(level - 1), shape.width(level), 4, 2, 1, bias=spectral)]
+        layers += [] if spectral else [nn.BatchNorm2d(shape.width(level))]
+        layers += [nn.LeakyReLU(0.2, inplace=True)]
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers)
+
+
+def body_width(shape: DCGANShape) -> int:
+    """Length of the flat feature vector ``conv_body`` returns."""
+    return shape.width(shape.n_scales - 1) * shape.start_size**2
+
+
 class Discriminator(nn.Module):
     """image (B, C, H, W) -> real/fake logit (B,); ``features`` gives the last conv block (B, F).
 
@@ -97,18 +119,8 @@ class Discriminator(nn.Module):
             raise GadflowError(f"discriminator_norm must be 'batch' or 'spectral', got {shape.discriminator_norm!r}")
         self.shape = shape
         spectral = shape.discriminator_norm == "spectral"
-        layers: list[nn.Module] = [
-            nn.Conv2d(shape.channels, shape.width(0), 4, 2, 1),  # no normalisation on the input layer
-            nn.LeakyReLU(0.2, inplace=True),
-        ]
-        for level in range(1, shape.n_scales):  # (width(l-1), s, s) -> (width(l), s/2, s/2)
-            layers += [nn.Conv2d(shape.width(level - 1), shape.width(level), 4, 2, 1, bias=spectral)]
-            layers += [] if spectral else [nn.BatchNorm2d(shape.width(level))]
-            layers += [nn.LeakyReLU(0.2, inplace=True)]
-        layers.append(nn.Flatten())
-        self.body = nn.Sequential(*layers)
-        top = shape.n_scales - 1
-        self.head = nn.Linear(shape.width(top) * shape.start_size**2, 1)
+        self.body = conv_body(shape, spectral)
+        self.head = nn.Linear(body_width(shape), 1)
         self.apply(init_dcgan_weights)
         if spectral:  # after init: the parametrisation wraps the initialised weight
             for module in [*self.body, self.head]:
@@ -120,3 +132,19 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(1)  # (B,) logits
+
+
+class ConvEncoder(nn.Module):
+    """image (B, C, H, W) -> vector (B, out_dim): the discriminator's conv body, then a linear map.
+
+    The encoder E of BiGAN/EGBAD and the encoders G_E and E of GANomaly.
+    """
+
+    def __init__(self, shape: DCGANShape, out_dim: int) -> None:
+        super().__init__()
+        self.body = conv_body(shape)
+        self.head = nn.Linear(body_width(shape), out_dim)
+        self.apply(init_dcgan_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))  # (B, out_dim)

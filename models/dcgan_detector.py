@@ -70,6 +70,9 @@ class EpochRecord:
     d_fake: float  # mean D(G(z)) on fake batches, measured at the D update
     seconds: float
 
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
 
 EpochCallback = Callable[[EpochRecord, np.ndarray], None]  # (record, fixed-noise samples uint8)
 

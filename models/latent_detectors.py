@@ -6,6 +6,11 @@
   (1 − λ)·Σ|x − G(z)| + λ·Σ|f(x) − f(G(z))|, f = the discriminator's last conv features.
 
 Both train exactly like the DCGAN detector (same networks, same resumable loop); only the score differs.
+
+Optional encoder warm start (``encoder_warm_start``): after the GAN is trained, an encoder E is fitted on
+the generator's own samples to invert it, minimising ‖E(G(z)) − z‖² over z ~ N(0, I) (no real data is
+used). Restart 0 of every search then starts from z₀ = E(x) instead of a random draw; the other restarts
+are unchanged, and the engine is the same.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .base import to_model_space, to_uint8
+from .dcgan import ConvEncoder
 from .dcgan_detector import DCGANConfig, DCGANDetector
+from .device import derived_generator
 from .errors import GadflowError
 from .latent_search import LatentSearch, LatentSearchConfig, PerSampleLoss, frozen, initial_latents, sample_keys
+
+
+ENCODER_STREAM = 10_003  # derived_generator stream of the warm-start encoder's init and training noise
 
 
 @dataclass
@@ -34,6 +44,8 @@ class LatentSearchDetectorConfig(DCGANConfig):
     max_pairs_per_chunk_theta: int = 48
     channels_last: bool = False  # fast path only; see LatentSearchConfig
     anogan_lambda: float = 0.1  # AnoGAN only: weight of the discrimination term
+    encoder_warm_start: bool = False  # restart 0 starts from E(x), E fitted to invert G on its own samples
+    encoder_steps: int = 2000  # Adam steps (batch 128, lr 1e-3) of that fit
 
     @property
     def search(self) -> LatentSearchConfig:
@@ -52,6 +64,42 @@ class LatentSearchDetector(DCGANDetector):
     config_cls = LatentSearchDetectorConfig
     tunes_generator = False
 
+    def __init__(self, config: LatentSearchDetectorConfig) -> None:
+        super().__init__(config)
+        self.encoder: ConvEncoder | None = None
+        if config.encoder_warm_start:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.search_seed + ENCODER_STREAM)
+                self.encoder = ConvEncoder(config.shape, config.latent_dim).to(self.device)
+
+    def networks(self):
+        nets = super().networks()
+        return {**nets, "encoder": self.encoder} if self.encoder is not None else nets
+
+    def fit(self, images: np.ndarray, checkpoint_dir=None, on_epoch_end=None, progress: bool = True):
+        """Train the GAN (resumable, as the DCGAN detector); then, with the warm start on, fit the encoder."""
+        history = super().fit(images, checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end, progress=progress)
+        if self.encoder is not None:
+            self._fit_encoder(progress)
+        return history
+
+    def _fit_encoder(self, progress: bool) -> None:
+        """minimise ‖E(G(z)) − z‖² over z ~ N(0, I): E learns to invert G on G's own samples (no real data)."""
+        gen = derived_generator(self.config.search_seed, ENCODER_STREAM)
+        opt = torch.optim.Adam(self.encoder.parameters(), lr=1e-3, betas=(0.9, 0.999))
+        self.encoder.train()
+        with frozen(self.generator), tqdm(range(self.config.encoder_steps), desc="encoder for warm starts", unit="step", leave=False, disable=not progress or None) as bar:
+            for _ in bar:
+                z = torch.randn(128, self.config.latent_dim, generator=gen).to(self.device)  # (128, latent)
+                with torch.no_grad():
+                    x = to_model_space(to_uint8(self.generator(z)), self.device)  # quantised like real inputs
+                loss = (self.encoder(x) - z).pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        self.encoder.eval()
+
     def loss_fn(self) -> PerSampleLoss:
         raise NotImplementedError
 
@@ -67,8 +115,11 @@ class LatentSearchDetector(DCGANDetector):
         x = to_model_space(images, self.device)  # (B, C, H, W) in [-1, 1]
         with torch.no_grad():
             targets = self.search_targets(x)
-        z0 = initial_latents(sample_keys(images), n_seeds, self.config.latent_dim, self.config.search_seed)
-        return targets, z0.to(self.device)
+        z0 = initial_latents(sample_keys(images), n_seeds, self.config.latent_dim, self.config.search_seed).to(self.device)
+        if self.encoder is not None:  # warm start: restart 0 begins at E(x)
+            with torch.no_grad(), frozen(self.encoder):
+                z0[:, 0] = self.encoder(x)
+        return targets, z0
 
     def search_losses(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         """uint8 (N, C, H, W) -> final losses (N, S), float64; each row depends on its own sample only."""

@@ -7,13 +7,17 @@ from pathlib import Path
 from .base import MODEL_FILE, Detector
 from .checkpoint import load_checkpoint
 from .dcgan_detector import DCGANDetector
+from .egbad import EGBADDetector
 from .errors import GadflowError
+from .ganomaly import GANomalyDetector
 from .latent_detectors import ADGANDetector, AnoGANDetector
 
 DETECTORS: dict[str, type[Detector]] = {
     DCGANDetector.kind: DCGANDetector,
     ADGANDetector.kind: ADGANDetector,
     AnoGANDetector.kind: AnoGANDetector,
+    EGBADDetector.kind: EGBADDetector,
+    GANomalyDetector.kind: GANomalyDetector,
 }
 
 

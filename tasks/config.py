@@ -19,6 +19,10 @@ NAME = r"^[a-z0-9][a-z0-9_-]*$"  # dataset and experiment names (used as folder 
 Name = Annotated[str, Field(pattern=NAME)]
 
 
+TABULAR_FORMATS = ("kdd99",)  # dataset formats whose samples are feature rows, not images
+TABULAR_MODELS = ("egbad", "ganomaly")  # models with networks for feature rows as well as images
+
+
 class ParamsError(GadflowError):
     """params.yaml is invalid."""
 
@@ -44,10 +48,12 @@ class DatasetSpec(Strict):
       test/anomalous/ folders of PNG images, all of one size and channel count;
     - ``rgbd_npy``: train_normal, test_normal, test_anomalous, each an N×H×W×4 uint8 .npy (R, G, B, depth);
     - ``rgbd_png``: archive with the png_folder layout holding <id>_rgb.png (8-bit RGB) and
-      <id>_depth.png (16-bit) pairs; depth is mapped from ``depth_range`` to 0..255.
+      <id>_depth.png (16-bit) pairs; depth is mapped from ``depth_range`` to 0..255;
+    - ``kdd99``: train (the 10% file) and test (the labelled `corrected` file), headerless
+      comma-separated KDD Cup 99 records, optionally gzipped (a tabular dataset).
     """
 
-    format: Literal["idx", "png_folder", "rgbd_npy", "rgbd_png"]
+    format: Literal["idx", "png_folder", "rgbd_npy", "rgbd_png", "kdd99"]
     depth_range: tuple[float, float] | None = None  # rgbd_png only: raw 16-bit depth values mapped to 0 and 255
     mirror_dir: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] | None = None  # folder under GADFLOW_DATA_MIRROR (default: the dataset's name)
     files: dict[str, FileSpec]
@@ -59,6 +65,7 @@ class DatasetSpec(Strict):
             "png_folder": {"archive"},
             "rgbd_npy": {"train_normal", "test_normal", "test_anomalous"},
             "rgbd_png": {"archive"},
+            "kdd99": {"train", "test"},
         }[self.format]
         if set(self.files) != needed:
             raise ValueError(f"format '{self.format}' needs exactly the files {sorted(needed)}, got {sorted(self.files)}")
@@ -81,13 +88,28 @@ class GenerateParams(Strict):
 
 
 # --- prepare ---------------------------------------------------------------------------------
+class KDD99Protocol(Strict):
+    """How a kdd99 dataset is split (the EGBAD / ALAD / DAGMM paper protocol by default).
+
+    The rows whose label is in ``anomaly_labels`` are the anomaly class; every other row is the
+    inlier class the model trains on. A seeded ``test_fraction`` of the 10% file is the test half
+    (or, with ``test_file: corrected``, the labelled `corrected` file is the test set).
+    """
+
+    anomaly_labels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = ["normal."]
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    test_file: Literal["split", "corrected"] = "split"
+    numeric_transform: Literal["log1p", "none"] = "log1p"  # applied to numeric columns before min-max scaling
+
+
 class PrepareParams(Strict):
-    """One-class split: train = normal training images minus a seeded normal calibration split."""
+    """One-class split: train = normal training samples minus a seeded normal calibration split."""
 
     source: Name  # a key of `download` or of `generate`
     normal_classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]  # idx labels that are normal
     calibration_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     seed: int = 0
+    kdd99: KDD99Protocol | None = None  # kdd99 sources only (defaults apply when absent)
 
 
 # --- train / calibrate / evaluate per experiment ---------------------------------------------
@@ -104,11 +126,35 @@ class SearchParams(Strict):
     max_pairs_per_chunk_theta: Annotated[int, Field(ge=1, le=10_000_000)] = 48  # the same when lr_theta > 0
     channels_last: bool = False  # lr_theta = 0 only: faster on CPU, not bit-comparable with the reference
     anogan_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    encoder_warm_start: bool = False  # restart 0 starts from E(x); E is fitted to invert G on G's own samples
+    encoder_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
+
+
+Widths = Annotated[list[Annotated[int, Field(ge=1, le=65_536)]], Field(min_length=1, max_length=8)]
+
+
+class EGBADParams(Strict):
+    """BiGAN/EGBAD scoring A(x) = α·‖x − G(E(x))‖₁ + (1 − α)·L_D(x), and the tabular network widths."""
+
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9  # weight of the residual (the paper's α; 1 − α weighs L_D)
+    score_method: Literal["feature_matching", "cross_entropy"] = "feature_matching"
+    hidden_dims: Widths = [128, 64]  # tabular data: MLP widths, input side first
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2  # tabular discriminator
+
+
+class GANomalyParams(Strict):
+    """GANomaly's generator loss weights, and the tabular network widths."""
+
+    w_adv: Annotated[float, Field(ge=0.0, le=1e6)] = 1.0  # feature matching on D's intermediate features
+    w_con: Annotated[float, Field(ge=0.0, le=1e6)] = 50.0  # contextual L1 ‖x − x̂‖₁
+    w_enc: Annotated[float, Field(ge=0.0, le=1e6)] = 1.0  # encoder L2 ‖z − ẑ‖²
+    hidden_dims: Widths = [128, 64]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
 
 
 class TrainParams(Strict):
     data: Name  # a key of `prepare`
-    model: Literal["dcgan", "adgan", "anogan"]
+    model: Literal["dcgan", "adgan", "anogan", "egbad", "ganomaly"]
     seed: int = 0
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 20
@@ -119,11 +165,18 @@ class TrainParams(Strict):
     lr_d: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
     beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     discriminator_norm: Literal["batch", "spectral"] = "batch"  # spectral: Miyato et al. 2018, no BatchNorm in D
-    search: SearchParams | None = None  # required by adgan and anogan, not allowed for dcgan
+    search: SearchParams | None = None  # required by adgan and anogan, not allowed for the others
+    egbad: EGBADParams | None = None  # model egbad only (defaults when absent)
+    ganomaly: GANomalyParams | None = None  # model ganomaly only (defaults when absent)
 
     @model_validator(mode="after")
     def _search_matches_model(self) -> "TrainParams":
-        if self.model == "dcgan" and self.search is not None:
+        for section in ("egbad", "ganomaly"):
+            if getattr(self, section) is not None and self.model != section:
+                raise ValueError(f"{section}: only model '{section}' takes an `{section}` section (this is '{self.model}')")
+        if self.model in ("egbad", "ganomaly") and self.discriminator_norm != "batch":
+            raise ValueError(f"discriminator_norm: model '{self.model}' supports only 'batch'")
+        if self.model not in ("adgan", "anogan") and self.search is not None:
             raise ValueError("search: only latent-search models (adgan, anogan) take a `search` section")
         if self.model in ("adgan", "anogan") and self.search is None:
             raise ValueError(f"search: model '{self.model}' needs a `search` section (n_seeds, steps, lr_z, lr_theta, ...)")
@@ -132,12 +185,18 @@ class TrainParams(Strict):
         return self
 
     def detector_fields(self) -> dict:
-        """The detector config's fields: training settings, plus the search settings flattened."""
-        fields = self.model_dump(exclude={"data", "model", "search"})
+        """The detector config's fields: training settings, plus the model's own section flattened."""
+        fields = self.model_dump(exclude={"data", "model", "search", "egbad", "ganomaly", "discriminator_norm"})
+        if self.model in ("dcgan", "adgan", "anogan"):
+            fields["discriminator_norm"] = self.discriminator_norm
         if self.search is not None:
             search = self.search.model_dump()
             search["search_seed"] = search.pop("seed")  # `seed` is the training seed
             fields.update(search)
+        if self.model == "egbad":
+            fields.update((self.egbad or EGBADParams()).model_dump())
+        if self.model == "ganomaly":
+            fields.update((self.ganomaly or GANomalyParams()).model_dump())
         return fields
 
 
@@ -150,6 +209,9 @@ class CalibrateParams(Strict):
 
 class EvaluateParams(Strict):
     grid_images: Annotated[int, Field(ge=1, le=256)] = 32  # most / least anomalous test images shown
+    # The paper protocol of EGBAD / ALAD / DAGMM on KDD99: flag this top fraction of the *test* scores. It uses
+    # test statistics, so it is reported beside the label-free thresholds for comparison only, never used to label.
+    paper_top_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     score_batch_size: Annotated[int, Field(ge=1, le=65_536)] = 512
     trajectory_lr_theta_high: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4  # latent-search models: the "high lr_θ" row of the trajectory figure
 
@@ -176,9 +238,16 @@ class Params(Strict):
         for name, prep in self.prepare.items():
             if prep.source not in self.download and prep.source not in self.generate:
                 raise ValueError(f"prepare.{name}.source: '{prep.source}' is not a dataset in `download` or `generate` ({', '.join([*self.download, *self.generate])})")
+            is_kdd99 = prep.source in self.download and self.download[prep.source].format == "kdd99"
+            if prep.kdd99 is not None and not is_kdd99:
+                raise ValueError(f"prepare.{name}.kdd99: only for kdd99 datasets; '{prep.source}' is not one")
         for name, train in self.train.items():
             if train.data not in self.prepare:
                 raise ValueError(f"train.{name}.data: '{train.data}' is not a key of `prepare` ({', '.join(self.prepare)})")
+            source = self.prepare[train.data].source
+            tabular = source in self.download and self.download[source].format in TABULAR_FORMATS
+            if tabular and train.model not in TABULAR_MODELS:
+                raise ValueError(f"train.{name}.model: '{train.model}' takes images, but '{train.data}' is tabular; use one of {', '.join(TABULAR_MODELS)}")
         for section in ("calibrate", "evaluate"):
             missing = set(self.train) - set(getattr(self, section))
             extra = set(getattr(self, section)) - set(self.train)

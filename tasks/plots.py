@@ -107,15 +107,18 @@ def pr_plot(labels: np.ndarray, scores: np.ndarray, operating_points: dict[str, 
 
 
 def loss_curves(history: list[dict], path: Path, title: str) -> Path:
-    """Per-epoch D and G losses, and mean D(x) / D(G(z))."""
+    """Per-epoch losses (every ``loss_*`` key), and mean D(x) / D(G(z)) where recorded."""
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
-    left.plot(epochs, [h["loss_d"] for h in history], marker=".", label="loss D")
-    left.plot(epochs, [h["loss_g"] for h in history], marker=".", label="loss G")
+    losses = [k for k in history[0] if k.startswith("loss_")] if history else []
+    for key in losses:
+        left.plot(epochs, [h[key] for h in history], marker=".", label=key.replace("_", " "))
     left.set_xlabel("epoch")
+    left.set_yscale("log" if losses and min(h[k] for h in history for k in losses) > 0 else "linear")
     left.legend(fontsize=8)
-    right.plot(epochs, [h["d_real"] for h in history], marker=".", label="mean D(x)")
-    right.plot(epochs, [h["d_fake"] for h in history], marker=".", label="mean D(G(z))")
+    for key, label in (("d_real", "mean D(x)"), ("d_fake", "mean D(G(z))")):
+        if history and key in history[0]:
+            right.plot(epochs, [h[key] for h in history], marker=".", label=label)
     right.set_xlabel("epoch")
     right.set_ylim(0, 1)
     right.legend(fontsize=8)
@@ -143,4 +146,27 @@ def search_trajectory(target: np.ndarray, rows: dict[str, np.ndarray], path: Pat
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def anomaly_map_grid(images: np.ndarray, reconstructions: np.ndarray, maps: np.ndarray, captions: list[str], path: Path, title: str) -> Path:
+    """Per sample, one row: the input, its reconstruction, and the anomaly map |x − x̂| as a heat map.
+
+    images, reconstructions: uint8 (N, C, H, W); maps: float (N, H, W), all on one colour scale.
+    """
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(3 * 1.3 + 0.6, n * 1.3 + 0.4), squeeze=False)
+    vmax = float(maps.max()) if maps.size else 1.0
+    for r in range(n):
+        axes[r, 0].imshow(_tile(images[r : r + 1], 1), cmap="gray", vmin=0, vmax=255)
+        axes[r, 1].imshow(_tile(reconstructions[r : r + 1], 1), cmap="gray", vmin=0, vmax=255)
+        heat = axes[r, 2].imshow(maps[r], cmap="inferno", vmin=0, vmax=vmax)
+        axes[r, 0].set_ylabel(captions[r], fontsize=6)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for c, label in enumerate(("input x", "reconstruction x̂", "|x − x̂|")):
+        axes[0, c].set_title(label, fontsize=7)
+    fig.colorbar(heat, ax=axes[:, 2].tolist(), fraction=0.05, pad=0.04)
+    fig.suptitle(title, fontsize=8)
     return _save(fig, path)

@@ -1,6 +1,7 @@
-"""Prepare stage: the one-class protocol, written as memory-mappable .npy files plus schema.json.
+"""Prepare stage: the one-class protocol, written as memory-mappable .npy files plus schema.json
+(images), or as parquet tables plus schema.json and the fitted preprocessor (tabular: kdd99).
 
-train  = normal training images minus a seeded normal calibration split
+train  = normal training samples minus a seeded normal calibration split
 calib  = that held-out normal split (thresholds and p-values are fitted on it, never on test)
 test   = the full test set, label 0 = normal class, 1 = anomaly
 """
@@ -30,15 +31,24 @@ SPLIT_FILES = {"train": "train.npy", "calib": "calib.npy", "test": "test.npy", "
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A prepared dataset; arrays are memory-mapped, read-only."""
+    """A prepared dataset. Images: memory-mapped, read-only uint8 arrays. Tabular: float32 feature arrays."""
 
     folder: Path
     schema: dict
-    train: np.ndarray  # uint8 (N_train, C, H, W)
-    calib: np.ndarray  # uint8 (N_calib, C, H, W)
-    test: np.ndarray  # uint8 (N_test, C, H, W)
+    train: np.ndarray  # uint8 (N_train, C, H, W) | float32 (N_train, D)
+    calib: np.ndarray  # uint8 (N_calib, C, H, W) | float32 (N_calib, D)
+    test: np.ndarray  # uint8 (N_test, C, H, W) | float32 (N_test, D)
     test_labels: np.ndarray  # int8 (N_test,), 1 = anomaly
-    test_classes: np.ndarray  # int16 (N_test,), the source class (digit), or the label for PNG folders
+    test_classes: np.ndarray  # (N_test,): int16 source class (digit; the label for PNG folders) | str label (kdd99)
+
+    @property
+    def kind(self) -> str:
+        return self.schema.get("kind", "image")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) or (D,)."""
+        return tuple(int(v) for v in self.schema["shape"])
 
     @property
     def channels(self) -> int:
@@ -53,10 +63,35 @@ def load_prepared(folder: Path) -> PreparedData:
     folder = Path(folder)
     try:
         schema = json.loads((folder / SCHEMA).read_text())
+        if schema.get("kind") == "tabular":
+            return _load_tabular(folder, schema)
         arrays = {key: np.load(folder / file, mmap_mode="r") for key, file in SPLIT_FILES.items()}
     except FileNotFoundError as exc:
         raise GadflowError(f"{folder}: prepared data incomplete ({Path(exc.filename).name} missing); run the prepare stage") from None
     return PreparedData(folder=folder, schema=schema, **arrays)
+
+
+def _load_tabular(folder: Path, schema: dict) -> PreparedData:
+    """train/calib/test parquet tables -> float32 feature arrays in the schema's feature order."""
+    import pyarrow.parquet as pq
+
+    from .kdd99 import TABULAR_FILES
+
+    features = schema["features"]
+
+    def features_of(table) -> np.ndarray:
+        return np.column_stack([table.column(name).to_numpy() for name in features]).astype(np.float32, copy=False)
+
+    test = pq.read_table(folder / TABULAR_FILES["test"])
+    return PreparedData(
+        folder=folder,
+        schema=schema,
+        train=features_of(pq.read_table(folder / TABULAR_FILES["train"], columns=features)),
+        calib=features_of(pq.read_table(folder / TABULAR_FILES["calib"], columns=features)),
+        test=features_of(test),
+        test_labels=test.column("label").to_numpy().astype(np.int8),
+        test_classes=np.asarray(test.column("class").to_pylist(), dtype=object),
+    )
 
 
 def one_class_split(
@@ -113,6 +148,12 @@ def _source_files(spec: DatasetSpec | None, raw: Path) -> tuple[str, dict[str, P
 @task(cache_policy=NONE, persist_result=False)
 def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec | None, raw: Path, out_dir: Path) -> Path:
     """Build the one-class train / calib / test split of one dataset into ``out_dir`` (spec None: a generated set)."""
+    if spec is not None and spec.format == "kdd99":
+        from .kdd99 import prepare_kdd99
+
+        return prepare_kdd99(name, params, spec, raw, out_dir)
+    if params.kdd99 is not None:
+        raise GadflowError(f"prepare.{name}.kdd99: only for kdd99 datasets")
     fmt, files, depth_range = _source_files(spec, raw)
     train, train_classes, test, test_classes = _read_source(fmt, files, depth_range)
     if train.shape[1:] != test.shape[1:]:

@@ -81,9 +81,11 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
     with mlflow.start_run(experiment_id=_experiment_id(client, registry.experiment, uri), run_name=exp.name) as run:
         mlflow.log_params({**_flat("train", exp.train.model_dump()), **_flat("calibrate", exp.calibrate.model_dump()), **_flat("evaluate", exp.evaluate.model_dump())})
         for record in history:
-            mlflow.log_metrics({k: record[k] for k in ("loss_d", "loss_g", "d_real", "d_fake")}, step=record["epoch"])
+            mlflow.log_metrics({k: v for k, v in record.items() if k not in ("epoch", "seconds")}, step=record["epoch"])
         mlflow.log_metrics({k: metrics[k] for k in ("precision", "recall", "f1", "auroc", "auprc", "achieved_fpr", "threshold", "nominal_fpr")})
         mlflow.log_metrics({f"fpr_{m}": v["fpr"] for m, v in metrics["thresholds"].items()})
+        if "paper_protocol" in metrics:  # reported for comparison with published numbers; its threshold is a test statistic
+            mlflow.log_metrics({f"paper_protocol_{k}": metrics["paper_protocol"][k] for k in ("precision", "recall", "f1", "fpr")})
         mlflow.log_artifacts(str(report_dir), "report")
         mlflow.log_artifacts(str(paths["samples"]), "samples")
         mlflow.log_artifact(str(paths["losses"]))
@@ -103,6 +105,7 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
         "nominal_fpr": calibration.nominal_fpr,
         "model_id": calibration.model_id,
         **{f"test_{k}": metrics[k] for k in ("precision", "recall", "f1", "auroc")},
+        **({f"test_paper_protocol_{k}": metrics["paper_protocol"][k] for k in ("precision", "recall", "f1")} if "paper_protocol" in metrics else {}),
     }
     # tags are created with the version, so no version ever exists without its threshold
     version = mlflow.register_model(info.model_uri, exp.name, tags={k: str(v) for k, v in tags.items()})
@@ -114,11 +117,18 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
 
 
 def _input_example(model_dir: Path) -> pd.DataFrame:
-    """Two all-zero rows with the model's pixel columns p0 … p{C*H*W-1} (float)."""
+    """Images: two all-zero rows with the model's pixel columns p0 … p{C*H*W-1} (float).
+    Tabular: two raw records (numeric 0, each categorical column's first known value), as the preprocessor takes them."""
     from models import load_detector
+    from models.tabular import TabularPreprocessor
 
-    cfg = load_detector(model_dir, device="cpu").config
-    n = cfg.channels * cfg.size * cfg.size
+    from models.tabular import PREPROCESSOR_FILE
+
+    if (model_dir / PREPROCESSOR_FILE).is_file():
+        pre = TabularPreprocessor.load(model_dir / PREPROCESSOR_FILE)
+        return pd.DataFrame({c: [pre.categorical[c][0]] * 2 if c in pre.categorical else [0.0, 0.0] for c in pre.columns})
+    detector = load_detector(model_dir, device="cpu")
+    n = int(np.prod(detector.input_shape))
     if n <= 0:
         raise GadflowError(f"{model_dir}: model has no input size")
     return pd.DataFrame(np.zeros((2, n)), columns=[f"p{i}" for i in range(n)])

@@ -29,7 +29,7 @@ def score_test_set(model_dir: Path, data_dir: Path, out_dir: Path, batch_size: i
     table = pa.table({
         "index": np.arange(len(scores), dtype=np.int64),
         "label": np.asarray(data.test_labels, dtype=np.int8),
-        "class": np.asarray(data.test_classes, dtype=np.int16),
+        "class": data.test_classes if data.kind == "tabular" else np.asarray(data.test_classes, dtype=np.int16),  # str label | digit
         "score": scores,
         "p_value": calibration.p_values(scores),
         "is_anomaly": calibration.is_anomaly(scores),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -37,20 +36,27 @@ def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -
     """Train ``params.model`` on the normal training images; return the saved model folder."""
     data = load_prepared(data_dir)
     detector_cls = get_detector(params.model)
-    detector = detector_cls(detector_cls.config_cls(channels=data.channels, size=data.size, **params.detector_fields()))
+    detector = detector_cls(detector_cls.config_for(data.input_shape, **params.detector_fields()))
     paths = train_paths(out_dir)
-    log.info("%s: training %s on %d images %s, device %s", name, params.model, len(data.train), tuple(data.train.shape[1:]), detector.device)
+    log.info("%s: training %s on %d samples %s, device %s", name, params.model, len(data.train), data.input_shape, detector.device)
 
     def save_epoch_grid(record, samples: np.ndarray) -> None:
-        title = f"{name}: fixed-noise samples after epoch {record.epoch} (loss D {record.loss_d:.3f}, G {record.loss_g:.3f})"
+        if not detector.is_image:  # tabular samples have no picture; the losses are in history.json
+            return
+        losses = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in record.as_dict().items() if k.startswith("loss_"))
+        title = f"{name}: fixed-noise samples after epoch {record.epoch} (loss {losses})"
         image_grid(samples, paths["samples"] / f"epoch_{record.epoch:03d}.png", title)
 
     history = detector.fit(np.asarray(data.train), checkpoint_dir=paths["checkpoints"], on_epoch_end=save_epoch_grid)
     for stale in paths["samples"].glob("epoch_*.png"):  # grids left by an earlier, longer run
         if int(stale.stem.split("_")[1]) > params.epochs:
             stale.unlink()
-    records = [dataclasses.asdict(r) for r in history]
+    records = [r.as_dict() for r in history]
     atomic_write_text(paths["history"], json.dumps(records, indent=1))
     loss_curves(records, paths["losses"], f"{name}: training losses")
     detector.save(paths["model"])
+    if data.kind == "tabular":  # the fitted scaler and one-hot vocabularies travel with the weights
+        from models.tabular import PREPROCESSOR_FILE
+
+        atomic_write_text(paths["model"] / PREPROCESSOR_FILE, (data_dir / PREPROCESSOR_FILE).read_text())
     return paths["model"]

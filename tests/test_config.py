@@ -41,7 +41,9 @@ def load_error(path: Path) -> str:
 @pytest.mark.parametrize("path", [PARAMS, SMOKE], ids=["params.yaml", "params-smoke.yaml"])
 def test_repo_params_files_load(path):
     params = load_params(path)
-    assert set(params.download) == {"mnist"}
+    assert set(params.download) == {"mnist", "kdd99"}
+    assert set(params.download["kdd99"].files) == {"train", "test"}
+    assert params.prepare["kdd99"].kdd99.anomaly_labels == ["normal."]  # the paper protocol's anomaly class
     assert set(params.download["mnist"].files) == {"train_images", "train_labels", "test_images", "test_labels"}
     assert params.prepare["mnist"].source == "mnist"
     exp = params.experiment(EXP)
@@ -91,6 +93,13 @@ CASES = [
     ("bad-format", ["download", "mnist", "format"], "jpeg", "download.mnist.format"),
     ("bad-train-reference", ["train", EXP, "data"], "x", f"train.{EXP}.data"),
     ("bad-prepare-reference", ["prepare", "mnist", "source"], "cifar", "prepare.mnist.source"),
+    ("egbad-alpha-too-big", ["train", "mnist-egbad", "egbad", "alpha"], 1.5, "train.mnist-egbad.egbad.alpha"),
+    ("egbad-bad-score-method", ["train", "mnist-egbad", "egbad", "score_method"], "l2", "train.mnist-egbad.egbad.score_method"),
+    ("ganomaly-negative-weight", ["train", "mnist-ganomaly", "ganomaly", "w_con"], -1, "train.mnist-ganomaly.ganomaly.w_con"),
+    ("ganomaly-empty-widths", ["train", "kdd99-ganomaly", "ganomaly", "hidden_dims"], [], "train.kdd99-ganomaly.ganomaly.hidden_dims"),
+    ("kdd99-bad-test-file", ["prepare", "kdd99", "kdd99", "test_file"], "other", "prepare.kdd99.kdd99.test_file"),
+    ("kdd99-no-anomaly-labels", ["prepare", "kdd99", "kdd99", "anomaly_labels"], [], "prepare.kdd99.kdd99.anomaly_labels"),
+    ("paper-fraction-too-big", ["evaluate", "kdd99-egbad", "paper_top_fraction"], 1.0, "evaluate.kdd99-egbad.paper_top_fraction"),
 ]
 
 
@@ -99,6 +108,19 @@ def test_invalid_value_names_the_key(good, tmp_path, dotted, value, key):
     message = load_error(write(tmp_path, set_key(good, dotted, value)))
     assert key in message, message
     assert message.startswith(str(tmp_path / "params.yaml"))
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    (["train", "mnist-dcgan", "egbad"], {"alpha": 0.5}, "egbad: only model 'egbad'"),
+    (["train", "mnist-egbad", "ganomaly"], {"w_con": 1.0}, "ganomaly: only model 'ganomaly'"),
+    (["train", "mnist-egbad", "search"], {"steps": 3}, "search: only latent-search models"),
+    (["train", "kdd99-egbad"], {"data": "kdd99", "model": "dcgan"}, "'dcgan' takes images, but 'kdd99' is tabular"),
+    (["train", "mnist-ganomaly", "discriminator_norm"], "spectral", "supports only 'batch'"),
+    (["prepare", "mnist", "kdd99"], {"test_fraction": 0.5}, "prepare.mnist.kdd99: only for kdd99 datasets"),
+])
+def test_model_sections_and_data_kinds_must_match(good, tmp_path, dotted, value, expected):
+    message = load_error(write(tmp_path, set_key(good, dotted, value)))
+    assert expected in message, message
 
 
 def test_reference_error_names_the_missing_key(good, tmp_path):
@@ -226,3 +248,4 @@ def test_gpu_params_variant_matches_the_defaults_structurally():
     assert set(gpu.train) == set(cpu.train) and set(gpu.prepare) == set(cpu.prepare)
     assert gpu.train["mnist-adgan"].search.lr_theta == 6e-9  # the seed's setting
     assert all(t.device == "cuda" for t in gpu.train.values())
+    assert all(gpu.train[name].model == cpu.train[name].model for name in cpu.train)

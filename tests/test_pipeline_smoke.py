@@ -70,7 +70,9 @@ def repro(smoke_repo: Path) -> tuple[Path, float]:
     return smoke_repo, seconds
 
 
-EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan", "rgbd-adgan")  # every system in the smoke params
+EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan", "rgbd-adgan", "mnist-egbad", "mnist-ganomaly", "kdd99-egbad", "kdd99-ganomaly")  # every system
+LATENT_SEARCH = ("mnist-adgan", "mnist-anogan", "rgbd-adgan")
+TABULAR = ("kdd99-egbad", "kdd99-ganomaly")
 
 
 def test_smoke_params_cover_every_experiment_of_the_defaults():
@@ -86,12 +88,19 @@ def test_smoke_repro_finishes_in_time(repro):
     # benchmarks/pipeline_wall_time.py --quick (docs/benchmarks.md); a shared CI machine can be slower.
     assert seconds < 600, f"smoke dvc repro of every system took {seconds:.0f}s"
     for experiment in EXPERIMENTS:
-        for rel in ("model/model.pt", "model/threshold.json", "scores.parquet", "report/metrics.json", "report/plots/roc.png",
-                    "report/plots/mc_histogram.png", "train/samples/epoch_001.png", "registered.json"):
+        expected = ["model/model.pt", "model/threshold.json", "scores.parquet", "report/metrics.json", "report/plots/roc.png",
+                    "report/plots/mc_histogram.png", "train/losses.png", "registered.json"]
+        expected += ["model/preprocessor.json"] if experiment in TABULAR else ["train/samples/epoch_001.png", "report/plots/most_anomalous.png"]
+        expected += ["report/plots/anomaly_maps.png"] if experiment == "mnist-ganomaly" else []
+        for rel in expected:
             assert (root / "outputs" / experiment / rel).is_file(), f"{experiment}/{rel}"
         summary = json.loads((root / "outputs" / experiment / "report" / "summary.json").read_text())
-        latent_search = experiment != "mnist-dcgan"
-        assert ("search_convergence" in summary) == latent_search, experiment  # the label-free check of the search
+        assert ("search_convergence" in summary) == (experiment in LATENT_SEARCH), experiment  # the label-free check of the search
+        metrics = json.loads((root / "outputs" / experiment / "report" / "metrics.json").read_text())
+        assert ("paper_protocol" in metrics) == (experiment in TABULAR), experiment  # KDD99: both protocols, each named
+        if experiment in TABULAR:
+            assert metrics["paper_protocol"]["uses_test_statistics"] is True and "paper protocol" in metrics["paper_protocol"]["name"]
+            assert metrics["protocol"].startswith("ours:")
 
 
 @pytest.mark.integration
@@ -114,8 +123,12 @@ def test_registered_model_loads_and_predicts(repro, experiment):
 
     model = mlflow.pyfunc.load_model(f"models:/{experiment}@candidate")
     data = load_params(root / "params.yaml").train[experiment].data
-    test = np.load(root / f"data/prepared/{data}/test.npy", mmap_mode="r")[:20]
-    frame = pd.DataFrame(test.reshape(20, -1).astype(float), columns=[f"p{i}" for i in range(test[0].size)])
+    if experiment in TABULAR:  # the served model takes raw KDD99 records and applies the fitted preprocessor itself
+        assert "test_paper_protocol_f1" in version.tags
+        frame = pd.read_parquet(root / f"data/prepared/{data}/test_raw.parquet").drop(columns=["label"]).iloc[:20]
+    else:
+        test = np.load(root / f"data/prepared/{data}/test.npy", mmap_mode="r")[:20]
+        frame = pd.DataFrame(test.reshape(20, -1).astype(float), columns=[f"p{i}" for i in range(test[0].size)])
     predicted = model.predict(frame)
     assert list(predicted.columns) == ["score", "p_value", "is_anomaly"]
     scores = pd.read_parquet(root / f"outputs/{experiment}/scores.parquet")["score"].to_numpy()[:20]

@@ -1,0 +1,147 @@
+"""Every registered model, on every input kind it takes: fit on a tiny set, score shape, a higher score for
+obviously anomalous inputs, save/load round trip, determinism, and no test-set statistics in the scores.
+
+The cases come from ``models.DETECTORS``, so a new model is covered as soon as it is registered (and
+fails here until it has an entry in ``TINY``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from models import DETECTORS, get_detector, load_detector
+
+IMAGE_SHAPE = (1, 16, 16)
+N_FEATURES = 6
+
+# Tiny, CPU-only settings per model (fields of each model's config, besides the input geometry).
+TINY: dict[str, dict] = {
+    "dcgan": dict(latent_dim=8, base_channels=4, epochs=3, batch_size=16, device="cpu", n_fixed_samples=4),
+    "adgan": dict(latent_dim=8, base_channels=4, epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, n_seeds=2, steps=10, lr_z=0.1, lr_theta=1e-4),
+    "anogan": dict(latent_dim=8, base_channels=4, epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, n_seeds=2, steps=10, lr_z=0.1, lr_theta=0.0),
+    "egbad": dict(latent_dim=8, base_channels=4, hidden_dims=(32, 16), epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3),
+    "ganomaly": dict(latent_dim=8, base_channels=4, hidden_dims=(32, 16), epochs=20, batch_size=16, device="cpu", n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3),
+}
+CASES = [(kind, input_kind) for kind, cls in DETECTORS.items() for input_kind in cls.input_kinds]
+
+
+def normal_inputs(input_kind: str, n: int, seed: int) -> np.ndarray:
+    """Images: a bright 4×4 blob at a random place on a dark, noisy ground, uint8 (n, 1, 16, 16).
+    Tabular: points near a 2-D plane in 6-D feature space, float32 (n, 6), inside [0, 1] like scaled features."""
+    rng = np.random.default_rng(seed)
+    if input_kind == "image":
+        out = rng.integers(0, 40, size=(n, *IMAGE_SHAPE)).astype(np.uint8)
+        for img, (r, c) in zip(out, rng.integers(2, 11, size=(n, 2))):
+            img[0, r : r + 4, c : c + 4] = 230
+        return out
+    t = rng.uniform(0, 1, size=(n, 2))
+    mixing = np.random.default_rng(99).uniform(-0.3, 0.3, size=(2, N_FEATURES))
+    return (0.5 + (t - 0.5) @ mixing + rng.normal(0, 0.01, size=(n, N_FEATURES))).astype(np.float32)
+
+
+def anomalous_inputs(input_kind: str, n: int, seed: int) -> np.ndarray:
+    """Obviously unlike the normal inputs: inverted images (a dark blob on a bright ground), or feature rows far off the plane."""
+    rng = np.random.default_rng(seed)
+    if input_kind == "image":
+        return 255 - normal_inputs(input_kind, n, seed)
+    return (normal_inputs(input_kind, n, seed) + rng.choice([-1.0, 1.0], size=(n, N_FEATURES)) * 0.6).astype(np.float32)
+
+
+def build(kind: str, input_kind: str, **overrides):
+    cls = get_detector(kind)
+    shape = IMAGE_SHAPE if input_kind == "image" else (N_FEATURES,)
+    return cls(cls.config_for(shape, **{**TINY[kind], **overrides}))
+
+
+def fitted(kind: str, input_kind: str, **overrides):
+    detector = build(kind, input_kind, **overrides)
+    detector.fit(normal_inputs(input_kind, 96, seed=0), progress=False)
+    return detector
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    cache: dict[tuple[str, str], object] = {}
+
+    def get(kind: str, input_kind: str):
+        if (kind, input_kind) not in cache:
+            cache[kind, input_kind] = fitted(kind, input_kind)
+        return cache[kind, input_kind]
+
+    return get
+
+
+def test_every_registered_model_has_tiny_settings():
+    assert set(TINY) == set(DETECTORS)
+    assert {"dcgan", "adgan", "anogan", "egbad", "ganomaly"} <= set(DETECTORS)
+    assert ("egbad", "tabular") in CASES and ("ganomaly", "tabular") in CASES
+
+
+@pytest.mark.parametrize("kind, input_kind", CASES)
+def test_scores_have_one_finite_value_per_sample(trained, kind, input_kind):
+    scores = trained(kind, input_kind).score(normal_inputs(input_kind, 23, seed=1))
+    assert scores.shape == (23,) and scores.dtype == np.float64
+    assert np.isfinite(scores).all() and scores.std() > 0
+
+
+@pytest.mark.parametrize("kind, input_kind", CASES)
+def test_obviously_anomalous_inputs_score_higher(trained, kind, input_kind):
+    detector = trained(kind, input_kind)
+    normal, anomalous = normal_inputs(input_kind, 40, seed=2), anomalous_inputs(input_kind, 40, seed=3)
+    scores = np.concatenate([detector.score(normal), detector.score(anomalous)])
+    auroc = roc_auc_score(np.repeat([0, 1], 40), scores)
+    assert auroc >= 0.9, f"{kind} on {input_kind} inputs: AUROC {auroc:.3f} between held-out normals and obvious anomalies"
+
+
+@pytest.mark.parametrize("kind, input_kind", CASES)
+def test_save_load_round_trip_gives_identical_scores(trained, tmp_path, kind, input_kind):
+    detector = trained(kind, input_kind)
+    x = np.concatenate([normal_inputs(input_kind, 10, seed=4), anomalous_inputs(input_kind, 5, seed=5)])
+    detector.save(tmp_path)
+    loaded = load_detector(tmp_path, device="cpu")
+    assert type(loaded) is type(detector) and loaded.config == detector.config and loaded.model_id == detector.model_id
+    np.testing.assert_array_equal(loaded.score(x), detector.score(x))
+    np.testing.assert_array_equal(loaded.sample(4, seed=1), detector.sample(4, seed=1))
+
+
+@pytest.mark.parametrize("kind, input_kind", CASES)
+def test_same_seed_gives_same_scores(trained, kind, input_kind):
+    torch.manual_seed(123)  # the global RNG must not matter
+    again = fitted(kind, input_kind)
+    x = normal_inputs(input_kind, 12, seed=6)
+    np.testing.assert_array_equal(again.score(x), trained(kind, input_kind).score(x))
+    other = fitted(kind, input_kind, seed=1)
+    assert other.model_id != again.model_id
+
+
+@pytest.mark.parametrize("kind, input_kind", CASES)
+def test_scores_use_no_statistics_of_the_test_set(trained, kind, input_kind):
+    """Scoring a test set together with extra, shifted samples leaves the original samples' scores unchanged."""
+    detector = trained(kind, input_kind)
+    x = normal_inputs(input_kind, 20, seed=7)
+    if input_kind == "image":
+        shifted = np.clip(normal_inputs(input_kind, 30, seed=8).astype(int) + 120, 0, 255).astype(np.uint8)
+    else:
+        shifted = normal_inputs(input_kind, 30, seed=8) + np.float32(5.0)
+    alone = detector.score(x)
+    np.testing.assert_allclose(detector.score(np.concatenate([x, shifted]))[: len(x)], alone, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(detector.score(np.concatenate([shifted, x]))[len(shifted):], alone, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(detector.score(x[::-1])[::-1], alone, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", [k for k, cls in DETECTORS.items() if "tabular" not in cls.input_kinds])
+def test_image_only_models_refuse_tabular_data(kind):
+    cls = get_detector(kind)
+    with pytest.raises(Exception, match="takes images"):
+        cls.config_for((N_FEATURES,), **TINY[kind])
