@@ -130,11 +130,11 @@ def run(
     """Run the Prefect experiment flow: train, calibrate, score, evaluate, register."""
     from tasks.config import load_params
     from tasks.layout import prepared_dir
-    from tasks.prepare import load_prepared
+    from tasks.prepare import check_prepared
 
     loaded = load_params(params)
     exp = loaded.experiment(experiment)
-    load_prepared(prepared_dir(exp.train.data))  # fail fast, before Prefect's start-up cost
+    check_prepared(prepared_dir(exp.train.data))  # fail fast, before Prefect's start-up cost
     from flows.pipeline import experiment_flow
 
     _quiet_prefect_tracebacks()

@@ -59,10 +59,23 @@ class PreparedData:
         return int(self.schema["shape"][1])
 
 
-def load_prepared(folder: Path) -> PreparedData:
+def check_prepared(folder: Path) -> dict:
+    """The schema of a prepared folder, after checking that every file it lists is there (reads no data)."""
     folder = Path(folder)
     try:
         schema = json.loads((folder / SCHEMA).read_text())
+    except FileNotFoundError:
+        raise GadflowError(f"{folder}: prepared data incomplete ({SCHEMA} missing); run the prepare stage") from None
+    missing = [file for file in schema.get("files", {}).values() if not (folder / file).is_file()]
+    if missing:
+        raise GadflowError(f"{folder}: prepared data incomplete ({missing[0]} missing); run the prepare stage")
+    return schema
+
+
+def load_prepared(folder: Path) -> PreparedData:
+    folder = Path(folder)
+    try:
+        schema = check_prepared(folder)
         if schema.get("kind") == "tabular":
             return _load_tabular(folder, schema)
         arrays = {key: np.load(folder / file, mmap_mode="r") for key, file in SPLIT_FILES.items()}
