@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run   - create .venv if needed, install, run the whole pipeline (dvc repro) on params.yaml
+#   make run   - create .venv if needed, install, run the whole pipeline (dvc repro, via gadflow repro) on params.yaml
 #   make test  - create .venv if needed, install, run the test suite
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -24,7 +24,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 run: $(BIN)/.installed
-	dvc repro
+	gadflow repro
 	dvc metrics show
 
 test: $(BIN)/.installed

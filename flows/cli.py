@@ -142,6 +142,27 @@ def run(
     typer.echo(result)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def repro(ctx: typer.Context) -> None:
+    """`dvc repro` (extra arguments are passed on), with one local Prefect server for every stage.
+
+    With PREFECT_API_URL already set, that server is used and none is started.
+    """
+    import subprocess
+
+    from flows.local_server import local_prefect_server
+
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    command = [dvc, "repro", *ctx.args]
+    up_to_date = subprocess.run([dvc, "status", "--json"], capture_output=True, text=True)
+    if os.environ.get("PREFECT_API_URL") or (up_to_date.returncode == 0 and up_to_date.stdout.strip() in ("", "{}")):
+        raise typer.Exit(subprocess.run(command).returncode)  # a server is configured, or no stage will run
+    with local_prefect_server(Path(os.environ["PREFECT_HOME"]) / "local-server.log") as api_url:
+        code = subprocess.run(command, env={**os.environ, "PREFECT_API_URL": api_url}).returncode
+    raise typer.Exit(code)
+
+
 @app.command("check-params")
 @user_errors
 def check_params(params: Path = ParamsOption) -> None:

@@ -12,7 +12,6 @@ Inputs are uint8 images (N, C, H, W) or float tabular features (N, D): ``config.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -26,14 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .base import Detector, to_uint8
-from .checkpoint import atomic_torch_save, load_checkpoint
+from .base import Detector, evaluating, to_uint8
+from .checkpoint import LAST_CHECKPOINT, atomic_torch_save, checkpoint_identity, data_key, load_checkpoint
 from .device import derived_generator
 from .errors import GadflowError
 
 log = logging.getLogger(__name__)
 
-LAST_CHECKPOINT = "last.pt"
 FIXED_NOISE_STREAM = 10_001  # stream ids for derived_generator (the same ids as the DCGAN detector's)
 SAMPLE_STREAM = 10_002
 
@@ -137,21 +135,13 @@ class AdversarialDetector(Detector):
         return to_uint8(x) if self.is_image else x.detach().cpu().numpy().astype(np.float32)
 
     # --- sampling --------------------------------------------------------------------------
-    @torch.no_grad()
     def sample(self, n: int, seed: int, batch_size: int = 1024) -> np.ndarray:
         """n samples decoded from z ~ N(0, I), as inputs (quantised like real images). Deterministic per (seed, batch_size)."""
         gen = derived_generator(seed, SAMPLE_STREAM)
-        nets = self.networks().values()
-        modes = [net.training for net in nets]
-        for net in nets:
-            net.eval()
         out = []
-        try:
+        with evaluating(self.networks().values()):
             for start in range(0, n, batch_size):
                 out.append(self.from_model_space(self.decode(self.noise(min(batch_size, n - start), gen))))
-        finally:
-            for net, mode in zip(nets, modes):
-                net.train(mode)
         dtype = np.uint8 if self.is_image else np.float32
         return np.concatenate(out) if out else np.zeros((0, *self.input_shape), dtype)
 
@@ -163,15 +153,15 @@ class AdversarialDetector(Detector):
             raise GadflowError(f"need at least 2 training samples, got {len(inputs)}")
         cfg = self.config
         data = torch.from_numpy(np.array(inputs, dtype=np.uint8 if self.is_image else np.float32, copy=True))  # CPU, owned
-        data_key = hashlib.sha256(data.numpy().tobytes()).hexdigest()[:16]
+        key = data_key(data.numpy())
         optimizers = self.build_optimizers()
-        start_epoch = self._resume(checkpoint_dir, optimizers, data_key)
+        start_epoch = self._resume(checkpoint_dir, optimizers, key)
         fixed_z = torch.randn(cfg.n_fixed_samples, cfg.latent_dim, generator=derived_generator(cfg.seed, FIXED_NOISE_STREAM))
         for epoch in range(start_epoch, cfg.epochs):
             record = self._train_epoch(data, epoch, optimizers, progress)
             self.history.append(record)
             if checkpoint_dir is not None:
-                self._save_checkpoint(Path(checkpoint_dir), epoch + 1, optimizers, data_key)
+                self._save_checkpoint(Path(checkpoint_dir), epoch + 1, optimizers, key)
             log.info("epoch %d/%d  %s  %.1fs", record.epoch, cfg.epochs, "  ".join(f"{k} {v:.4f}" for k, v in record.stats.items()), record.seconds)
             if on_epoch_end is not None:
                 on_epoch_end(record, self._decode_eval(fixed_z))
@@ -204,22 +194,20 @@ class AdversarialDetector(Detector):
                 bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k.startswith("loss")})
         return EpochStats(epoch + 1, time.perf_counter() - start, {k: v / max(len(batches), 1) for k, v in sums.items()})
 
-    @torch.no_grad()
     def _decode_eval(self, z: torch.Tensor) -> np.ndarray:
-        nets = list(self.networks().values())
-        for net in nets:
-            net.eval()
-        samples = self.from_model_space(self.decode(z.to(self.device)))
-        for net in nets:
-            net.train()
-        return samples
+        with evaluating(self.networks().values()):
+            return self.from_model_space(self.decode(z.to(self.device)))
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def _save_checkpoint(self, directory: Path, epochs_done: int, optimizers: dict[str, torch.optim.Optimizer], data_key: str) -> None:
+    def checkpoint_identity(self, key: str) -> tuple[str, str, str]:
+        """What a checkpoint must carry to be resumed (or reused) by this detector, for data with ``key``."""
+        return (self.trained_as, self.config.training_key(), key)
+
+    def _save_checkpoint(self, directory: Path, epochs_done: int, optimizers: dict[str, torch.optim.Optimizer], key: str) -> None:
         atomic_torch_save(directory / LAST_CHECKPOINT, {
             "trained_as": self.trained_as,
             "training_key": self.config.training_key(),
-            "data_key": data_key,
+            "data_key": key,
             "epochs_done": epochs_done,
             "state": {name: net.state_dict() for name, net in self.networks().items()},
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
@@ -227,13 +215,13 @@ class AdversarialDetector(Detector):
             "history": json.dumps([dataclasses.asdict(r) for r in self.history]),
         })
 
-    def _resume(self, checkpoint_dir: Path | None, optimizers: dict[str, torch.optim.Optimizer], data_key: str) -> int:
+    def _resume(self, checkpoint_dir: Path | None, optimizers: dict[str, torch.optim.Optimizer], key: str) -> int:
         """Load the last checkpoint if this config made it on this data; return the next epoch."""
         if checkpoint_dir is None or not (Path(checkpoint_dir) / LAST_CHECKPOINT).exists():
             return 0
         path = Path(checkpoint_dir) / LAST_CHECKPOINT
         ckpt = load_checkpoint(path)
-        if ckpt.get("trained_as") != self.trained_as or ckpt.get("training_key") != self.config.training_key() or ckpt.get("data_key") != data_key:
+        if checkpoint_identity(ckpt) != self.checkpoint_identity(key):
             log.warning("%s was made with another model, config or data: training from scratch", path)
             return 0
         for name, net in self.networks().items():

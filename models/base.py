@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,6 +49,21 @@ def state_fingerprint(*modules: nn.Module) -> str:
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+@contextmanager
+def evaluating(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """eval() and no_grad for the duration; every module's train/eval mode is restored afterwards."""
+    modules = list(modules)
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
 
 
 class Detector:
@@ -114,23 +131,14 @@ class Detector:
 
     def score(self, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
         """uint8 (N, C, H, W) or float (N, D) -> float64 scores (N,); each score depends on its own sample only."""
-        self.check_input(images)
-        nets = self.networks().values()
-        modes = [net.training for net in nets]
-        for net in nets:
-            net.eval()
-        out = []
-        try:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            starts = range(0, len(images), batch_size)
-            with torch.no_grad():
-                for start in tqdm(starts, desc=f"score {self.kind}", unit="batch", disable=not progress or None):
-                    x = self.to_model_space(images[start : start + batch_size])
-                    out.append(self._score_batch(x).double().cpu())
-        finally:
-            for net, mode in zip(nets, modes):
-                net.train(mode)
+        self.check_input(images)
+        out = []
+        with evaluating(self.networks().values()):
+            for start in tqdm(range(0, len(images), batch_size), desc=f"score {self.kind}", unit="batch", disable=not progress or None):
+                x = self.to_model_space(images[start : start + batch_size])
+                out.append(self._score_batch(x).double().cpu())
         return torch.cat(out).numpy() if out else np.zeros(0)
 
     def save(self, directory: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 import torch
 
 from .errors import GadflowError
+
+LAST_CHECKPOINT = "last.pt"  # the training checkpoint every detector's fit() keeps in its checkpoint folder
 
 
 def default_mode(directory: bool = False) -> int:
@@ -47,6 +50,18 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def atomic_torch_save(path: Path, obj: dict[str, Any]) -> Path:
     return _atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def data_key(training_data: "np.ndarray") -> str:
+    """Identifies the training data a checkpoint was made on: sha256 of the array's bytes (16 hex digits)."""
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(training_data).tobytes()).hexdigest()[:16]
+
+
+def checkpoint_identity(checkpoint: dict[str, Any]) -> tuple[str, str, str]:
+    """(trained_as, training_key, data_key): what must match for a checkpoint to be resumed or reused."""
+    return (str(checkpoint.get("trained_as")), str(checkpoint.get("training_key")), str(checkpoint.get("data_key")))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -8,7 +8,6 @@ run ends with exactly the weights of an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -22,14 +21,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .base import Detector, to_model_space, to_uint8
-from .checkpoint import atomic_torch_save, load_checkpoint
+from .checkpoint import LAST_CHECKPOINT, atomic_torch_save, checkpoint_identity, data_key, load_checkpoint
 from .dcgan import DCGANShape, Discriminator, Generator
 from .device import derived_generator
 from .errors import GadflowError
 
 log = logging.getLogger(__name__)
 
-LAST_CHECKPOINT = "last.pt"
 FIXED_NOISE_STREAM = 10_001  # stream ids for derived_generator: keep them distinct
 SAMPLE_STREAM = 10_002
 
@@ -134,17 +132,17 @@ class DCGANDetector(Detector):
             raise GadflowError(f"need at least 2 training images, got {len(images)}")
         cfg = self.config
         data = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))  # uint8 (N, C, H, W), CPU, owned
-        data_key = hashlib.sha256(data.numpy().tobytes()).hexdigest()[:16]
+        key = data_key(data.numpy())
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.999))
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.999))
-        start_epoch = self._resume(checkpoint_dir, opt_g, opt_d, data_key)
+        start_epoch = self._resume(checkpoint_dir, opt_g, opt_d, key)
         fixed_z = torch.randn(cfg.n_fixed_samples, cfg.latent_dim, generator=derived_generator(cfg.seed, FIXED_NOISE_STREAM))
 
         for epoch in range(start_epoch, cfg.epochs):
             record = self._train_epoch(data, epoch, opt_g, opt_d, progress)
             self.history.append(record)
             if checkpoint_dir is not None:
-                self._save_checkpoint(Path(checkpoint_dir), epoch + 1, opt_g, opt_d, data_key)
+                self._save_checkpoint(Path(checkpoint_dir), epoch + 1, opt_g, opt_d, key)
             log.info(
                 "epoch %d/%d  loss_D %.4f  loss_G %.4f  D(x) %.3f  D(G(z)) %.3f  %.1fs",
                 record.epoch, cfg.epochs, record.loss_d, record.loss_g, record.d_real, record.d_fake, record.seconds,
@@ -209,13 +207,17 @@ class DCGANDetector(Detector):
         return samples
 
     # --- checkpoints ----------------------------------------------------------------------
-    def _save_checkpoint(self, directory: Path, epochs_done: int, opt_g, opt_d, data_key: str) -> None:
+    def checkpoint_identity(self, key: str) -> tuple[str, str, str]:
+        """What a checkpoint must carry to be resumed (or reused) by this detector, for data with ``key``."""
+        return (self.trained_as, self.config.training_key(), key)
+
+    def _save_checkpoint(self, directory: Path, epochs_done: int, opt_g, opt_d, key: str) -> None:
         atomic_torch_save(
             directory / LAST_CHECKPOINT,
             {
                 "trained_as": self.trained_as,
                 "training_key": self.config.training_key(),
-                "data_key": data_key,
+                "data_key": key,
                 "epochs_done": epochs_done,
                 "generator": self.generator.state_dict(),
                 "discriminator": self.discriminator.state_dict(),
@@ -226,13 +228,13 @@ class DCGANDetector(Detector):
             },
         )
 
-    def _resume(self, checkpoint_dir: Path | None, opt_g, opt_d, data_key: str) -> int:
+    def _resume(self, checkpoint_dir: Path | None, opt_g, opt_d, key: str) -> int:
         """Load the last checkpoint if it was made by this config on this data; return the next epoch."""
         if checkpoint_dir is None or not (Path(checkpoint_dir) / LAST_CHECKPOINT).exists():
             return 0
         path = Path(checkpoint_dir) / LAST_CHECKPOINT
         ckpt: dict[str, Any] = load_checkpoint(path)
-        if ckpt.get("trained_as") != self.trained_as or ckpt.get("training_key") != self.config.training_key() or ckpt.get("data_key") != data_key:
+        if checkpoint_identity(ckpt) != self.checkpoint_identity(key):
             log.warning("%s was made with another config or data: training from scratch", path)
             return 0
         self.generator.load_state_dict(ckpt["generator"])

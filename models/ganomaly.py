@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .adversarial import AdversarialDetector, EncoderGANConfig
+from .base import evaluating
 from .dcgan import init_dcgan_weights
 from .encoder_nets import build_discriminator, build_encoder, build_generator
 from .errors import GadflowError
@@ -110,22 +111,14 @@ class GANomalyDetector(AdversarialDetector):
         z, _, z_hat = self.reconstruct(x)
         return (z - z_hat).pow(2).mean(1)  # (B,)
 
-    @torch.no_grad()
     def anomaly_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, C, H, W) -> reconstructions x̂ as uint8 (N, C, H, W) and maps |x − x̂| averaged over channels (N, H, W) in [0, 2]."""
         if not self.is_image:
             raise GadflowError("anomaly maps are for image models")
         self.check_input(images)
-        nets = list(self.networks().values())
-        modes = [net.training for net in nets]
-        for net in nets:
-            net.eval()
-        try:
+        with evaluating(self.networks().values()):
             x = self.to_model_space(images)
             _, x_hat, _ = self.reconstruct(x)
-            maps = (x - x_hat).abs().mean(1)
-        finally:
-            for net, mode in zip(nets, modes):
-                net.train(mode)
+            maps = (x - x_hat).abs().mean(1)  # (N, H, W)
         return self.from_model_space(x_hat), maps.cpu().numpy()
 

@@ -139,16 +139,18 @@ def _image_figures(name: str, detector, test_images: np.ndarray, frame: pd.DataF
     labels, scores = frame["label"].to_numpy(), frame["score"].to_numpy()
     order = np.argsort(scores, kind="stable")
     k = min(params.grid_images, len(order))
+
+    def captions(idx: np.ndarray) -> list[str]:  # score, then N/A (normal/anomaly) and the class
+        return [f"{scores[i]:.3g} {'A' if labels[i] else 'N'}{frame['class'].iat[i]}" for i in idx]
+
     for tag, idx in (("most_anomalous", order[::-1][:k]), ("least_anomalous", order[:k])):
-        captions = [f"{scores[i]:.3g} {'A' if labels[i] else 'N'}{frame['class'].iat[i]}" for i in idx]
         image_grid(np.asarray(test_images[idx]), plots / f"{tag}.png",
-                   f"{name}: {k} {tag.replace('_', ' ')} test samples (score, N/A = normal/anomaly + class)", captions)
+                   f"{name}: {k} {tag.replace('_', ' ')} test samples (score, N/A = normal/anomaly + class)", captions(idx))
     if hasattr(detector, "anomaly_maps"):  # GANomaly: where the contextual residual |x − x̂| sits
         idx = order[::-1][: min(8, len(order))]
         images = np.asarray(test_images[idx])
         reconstructions, maps = detector.anomaly_maps(images)
-        captions = [f"{scores[i]:.3g} {'A' if labels[i] else 'N'}{frame['class'].iat[i]}" for i in idx]
-        anomaly_map_grid(images, reconstructions, maps, captions, plots / "anomaly_maps.png",
+        anomaly_map_grid(images, reconstructions, maps, captions(idx), plots / "anomaly_maps.png",
                          f"{name}: the {len(idx)} most anomalous test samples, their reconstruction x̂ and |x − x̂|")
     if hasattr(detector, "search_trajectory") and labels.any():
         _trajectory_figure(name, detector, np.asarray(test_images[int(np.flatnonzero(labels)[0])])[None], params, plots)

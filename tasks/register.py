@@ -87,7 +87,8 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
         if "paper_protocol" in metrics:  # reported for comparison with published numbers; its threshold is a test statistic
             mlflow.log_metrics({f"paper_protocol_{k}": metrics["paper_protocol"][k] for k in ("precision", "recall", "f1", "fpr")})
         mlflow.log_artifacts(str(report_dir), "report")
-        mlflow.log_artifacts(str(paths["samples"]), "samples")
+        if paths["samples"].is_dir():  # per-epoch sample grids (image models only)
+            mlflow.log_artifacts(str(paths["samples"]), "samples")
         mlflow.log_artifact(str(paths["losses"]))
         example = _input_example(model_dir)
         info = mlflow.pyfunc.log_model(

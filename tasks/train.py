@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from models import get_detector
+from models.checkpoint import LAST_CHECKPOINT, atomic_write_bytes, checkpoint_identity, data_key, load_checkpoint
 
 from .config import TrainParams
 from .files import atomic_write_text
@@ -31,6 +32,29 @@ def train_paths(out_dir: Path) -> dict[str, Path]:
     }
 
 
+def reuse_finished_gan(detector, train_inputs: np.ndarray, paths: dict[str, Path], out_dir: Path) -> Path | None:
+    """Copy a sibling experiment's finished checkpoint of this very GAN into ``paths``, if there is one.
+
+    DCGAN, ADGAN and AnoGAN train identical networks and differ only in scoring, so experiments whose
+    training settings and data match (the checkpoint identity: trained_as, training_key, data_key) need
+    one training between them. Training is deterministic, so the result equals training again; only time
+    is saved. Never replaces a checkpoint of this experiment's own.
+    """
+    own = paths["checkpoints"] / LAST_CHECKPOINT
+    if own.exists():
+        return None
+    wanted = detector.checkpoint_identity(data_key(train_inputs))
+    for candidate in sorted(out_dir.parent.glob(f"*/train/checkpoints/{LAST_CHECKPOINT}")):
+        ckpt = load_checkpoint(candidate)
+        if checkpoint_identity(ckpt) == wanted and int(ckpt["epochs_done"]) == detector.config.epochs:
+            atomic_write_bytes(own, candidate.read_bytes())
+            for grid in sorted((candidate.parent.parent / "samples").glob("epoch_*.png")):
+                atomic_write_bytes(paths["samples"] / grid.name, grid.read_bytes())
+            log.info("reusing the finished GAN of %s (same training settings and data): no training needed", candidate.parent.parent.parent.name)
+            return candidate
+    return None
+
+
 @task(cache_policy=NONE, persist_result=False)
 def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -> Path:
     """Train ``params.model`` on the normal training images; return the saved model folder."""
@@ -47,7 +71,9 @@ def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -
         title = f"{name}: fixed-noise samples after epoch {record.epoch} (loss {losses})"
         image_grid(samples, paths["samples"] / f"epoch_{record.epoch:03d}.png", title)
 
-    history = detector.fit(np.asarray(data.train), checkpoint_dir=paths["checkpoints"], on_epoch_end=save_epoch_grid)
+    train_inputs = np.asarray(data.train)
+    reuse_finished_gan(detector, train_inputs, paths, out_dir)
+    history = detector.fit(train_inputs, checkpoint_dir=paths["checkpoints"], on_epoch_end=save_epoch_grid)
     for stale in paths["samples"].glob("epoch_*.png"):  # grids left by an earlier, longer run
         if int(stale.stem.split("_")[1]) > params.epochs:
             stale.unlink()

@@ -49,13 +49,7 @@ def assert_same_weights(a: DCGANDetector, b: DCGANDetector) -> None:
             assert torch.equal(tensor, other[key]), f"{name}.{key} differs"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors gain nothing from threads, and on 2 shared cores OpenMP spinning costs seconds per fit."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ from .latent_search_reference import reference_search
 SHAPE = DCGANShape(channels=2, size=8, latent_dim=4, base_channels=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threading only adds noise and time
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -61,12 +61,19 @@ def dvc(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedPro
     return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=smoke_env(root), capture_output=True, text=True, timeout=timeout)
 
 
+def gadflow_repro(root: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The README's main job: `dvc repro` with one local Prefect server for all stages."""
+    return subprocess.run([str(BIN / "gadflow"), "repro"], cwd=root, env=smoke_env(root), capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def repro(smoke_repo: Path) -> tuple[Path, float]:
     start = time.perf_counter()
-    result = dvc(smoke_repo, "repro")
+    result = gadflow_repro(smoke_repo)
     seconds = time.perf_counter() - start
-    assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"gadflow repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert (smoke_repo / ".prefect" / "local-server.log").is_file()  # one local server served every stage ...
+    assert "Starting temporary server" not in result.stdout + result.stderr  # ... so no stage started its own
     return smoke_repo, seconds
 
 
@@ -141,7 +148,7 @@ def test_registered_model_loads_and_predicts(repro, experiment):
 def test_second_repro_does_nothing(repro):
     root, _ = repro
     registered = {e: json.loads((root / f"outputs/{e}/registered.json").read_text()) for e in EXPERIMENTS}
-    again = dvc(root, "repro")
+    again = gadflow_repro(root)
     assert again.returncode == 0, again.stderr
     assert "Running stage" not in again.stdout, again.stdout
     assert {e: json.loads((root / f"outputs/{e}/registered.json").read_text()) for e in EXPERIMENTS} == registered  # no new version
