@@ -1,4 +1,7 @@
-"""Atomic file writes and checkpoint save/load (always ``weights_only=True``)."""
+"""Atomic file writes and checkpoint save/load (always ``weights_only=True``).
+
+torch is imported where a checkpoint is saved or loaded, so the atomic writers serve stages without torch.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from .errors import GadflowError
 
@@ -49,6 +50,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_torch_save(path: Path, obj: dict[str, Any]) -> Path:
+    import torch
+
     return _atomic(path, lambda fh: torch.save(obj, fh))
 
 
@@ -66,6 +69,8 @@ def checkpoint_identity(checkpoint: dict[str, Any]) -> tuple[str, str, str]:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint dict of tensors, numbers and strings; never unpickles arbitrary objects."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise GadflowError(f"{path}: checkpoint not found")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,13 @@ SPLIT_FILES = {"train": "train.npy", "calib": "calib.npy", "test": "test.npy", "
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A prepared dataset. Images: memory-mapped, read-only uint8 arrays. Tabular: float32 feature arrays."""
+    """A prepared dataset whose splits are read on first use, so each step reads only what it needs.
+
+    Images: memory-mapped, read-only uint8 arrays. Tabular: float32 feature arrays read from parquet.
+    """
 
     folder: Path
     schema: dict
-    train: np.ndarray  # uint8 (N_train, C, H, W) | float32 (N_train, D)
-    calib: np.ndarray  # uint8 (N_calib, C, H, W) | float32 (N_calib, D)
-    test: np.ndarray  # uint8 (N_test, C, H, W) | float32 (N_test, D)
-    test_labels: np.ndarray  # int8 (N_test,), 1 = anomaly
-    test_classes: np.ndarray  # (N_test,): int16 source class (digit; the label for PNG folders) | str label (kdd99)
 
     @property
     def kind(self) -> str:
@@ -58,6 +57,47 @@ class PreparedData:
     def size(self) -> int:
         return int(self.schema["shape"][1])
 
+    @cached_property
+    def train(self) -> np.ndarray:  # uint8 (N_train, C, H, W) | float32 (N_train, D)
+        return self._split("train")
+
+    @cached_property
+    def calib(self) -> np.ndarray:  # uint8 (N_calib, C, H, W) | float32 (N_calib, D)
+        return self._split("calib")
+
+    @cached_property
+    def test(self) -> np.ndarray:  # uint8 (N_test, C, H, W) | float32 (N_test, D)
+        return self._split("test")
+
+    @cached_property
+    def test_labels(self) -> np.ndarray:  # int8 (N_test,), 1 = anomaly
+        if self.kind == "tabular":
+            return self._test_table(["label"]).column("label").to_numpy().astype(np.int8)
+        return self._split("test_labels")
+
+    @cached_property
+    def test_classes(self) -> np.ndarray:  # (N_test,): int16 source class (digit; the label for PNG folders) | str label (kdd99)
+        if self.kind == "tabular":
+            return np.asarray(self._test_table(["class"]).column("class").to_pylist(), dtype=object)
+        return self._split("test_classes")
+
+    def _split(self, key: str) -> np.ndarray:
+        if self.kind != "tabular":
+            return np.load(self.folder / SPLIT_FILES[key], mmap_mode="r")
+        import pyarrow.parquet as pq
+
+        from .kdd99 import TABULAR_FILES
+
+        table = pq.read_table(self.folder / TABULAR_FILES[key], columns=self.schema["features"])
+        return np.column_stack([table.column(name).to_numpy() for name in self.schema["features"]]).astype(np.float32, copy=False)
+
+    def _test_table(self, columns: list[str]):
+        import pyarrow.parquet as pq
+
+        from .kdd99 import TABULAR_FILES
+
+        return pq.read_table(self.folder / TABULAR_FILES["test"], columns=columns)
+
 
 def check_prepared(folder: Path) -> dict:
     """The schema of a prepared folder, after checking that every file it lists is there (reads no data)."""
@@ -66,45 +106,16 @@ def check_prepared(folder: Path) -> dict:
         schema = json.loads((folder / SCHEMA).read_text())
     except FileNotFoundError:
         raise GadflowError(f"{folder}: prepared data incomplete ({SCHEMA} missing); run the prepare stage") from None
-    missing = [file for file in schema.get("files", {}).values() if not (folder / file).is_file()]
+    files = schema.get("files", SPLIT_FILES)
+    missing = [file for file in files.values() if not (folder / file).is_file()]
     if missing:
         raise GadflowError(f"{folder}: prepared data incomplete ({missing[0]} missing); run the prepare stage")
     return schema
 
 
 def load_prepared(folder: Path) -> PreparedData:
-    folder = Path(folder)
-    try:
-        schema = check_prepared(folder)
-        if schema.get("kind") == "tabular":
-            return _load_tabular(folder, schema)
-        arrays = {key: np.load(folder / file, mmap_mode="r") for key, file in SPLIT_FILES.items()}
-    except FileNotFoundError as exc:
-        raise GadflowError(f"{folder}: prepared data incomplete ({Path(exc.filename).name} missing); run the prepare stage") from None
-    return PreparedData(folder=folder, schema=schema, **arrays)
-
-
-def _load_tabular(folder: Path, schema: dict) -> PreparedData:
-    """train/calib/test parquet tables -> float32 feature arrays in the schema's feature order."""
-    import pyarrow.parquet as pq
-
-    from .kdd99 import TABULAR_FILES
-
-    features = schema["features"]
-
-    def features_of(table) -> np.ndarray:
-        return np.column_stack([table.column(name).to_numpy() for name in features]).astype(np.float32, copy=False)
-
-    test = pq.read_table(folder / TABULAR_FILES["test"])
-    return PreparedData(
-        folder=folder,
-        schema=schema,
-        train=features_of(pq.read_table(folder / TABULAR_FILES["train"], columns=features)),
-        calib=features_of(pq.read_table(folder / TABULAR_FILES["calib"], columns=features)),
-        test=features_of(test),
-        test_labels=test.column("label").to_numpy().astype(np.int8),
-        test_classes=np.asarray(test.column("class").to_pylist(), dtype=object),
-    )
+    """The prepared dataset in ``folder``, after checking its files are all there (splits load on first use)."""
+    return PreparedData(folder=Path(folder), schema=check_prepared(folder))
 
 
 def one_class_split(
