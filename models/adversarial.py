@@ -1,9 +1,9 @@
 """Resumable adversarial training shared by the encoder GANs (BiGAN/EGBAD, GANomaly).
 
 A subclass builds its networks in ``build_networks``, its optimisers in ``build_optimizers`` and does
-one adversarial update in ``train_step``. This base class owns the rest: the epoch loop with shuffling
-and noise drawn from generators seeded by (seed, epoch), a checkpoint after every epoch (weights,
-optimiser states, RNG state, history) and resume from it, a stop with a clear error on a non-finite
+one adversarial update in ``train_step``. This base class owns the rest: the epoch loop with shuffling,
+noise and dropout masks drawn from streams seeded by (seed, epoch), a checkpoint after every epoch
+(weights, optimiser states, history: no RNG state is needed) and resume from it, a stop with a clear error on a non-finite
 loss, progress bars, and sampling. A resumed run ends with exactly the weights of an uninterrupted one.
 
 Inputs are uint8 images (N, C, H, W) or float tabular features (N, D): ``config.input_shape`` says which.
@@ -211,7 +211,6 @@ class AdversarialDetector(Detector):
             "epochs_done": epochs_done,
             "state": {name: net.state_dict() for name, net in self.networks().items()},
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-            "torch_rng": torch.get_rng_state(),
             "history": json.dumps([dataclasses.asdict(r) for r in self.history]),
         })
 
@@ -228,7 +227,6 @@ class AdversarialDetector(Detector):
             net.load_state_dict(ckpt["state"][name])
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
-        torch.set_rng_state(ckpt["torch_rng"])
         self.history = [EpochStats(**r) for r in json.loads(ckpt["history"])]
         log.info("resumed from %s after epoch %d of %d", path, ckpt["epochs_done"], self.config.epochs)
         return int(ckpt["epochs_done"])
