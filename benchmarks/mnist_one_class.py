@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -36,16 +35,15 @@ from tasks.download import download_dataset  # noqa: E402
 from tasks.evaluate import evaluate_scores  # noqa: E402
 from tasks.prepare import prepare_dataset  # noqa: E402
 from tasks.score import score_test_set  # noqa: E402
-from tasks.train import train_model, train_paths  # noqa: E402
+from tasks.train import train_model  # noqa: E402
 
 log = logging.getLogger("benchmark")
 
 
 def run_digit(digit: int, params, exp_names: list[str], raw: Path, work: Path, quick: bool) -> list[dict]:
-    """One row per experiment. Experiments after the first reuse its finished GAN checkpoint when
-    their training settings match (the resume check decides), so they differ only in scoring."""
+    """One row per experiment. An experiment whose GAN a sibling already trained (same model family,
+    training settings and data) reuses that finished checkpoint (train_model), so they differ only in scoring."""
     rows = []
-    first_checkpoints: Path | None = None
     prepared: dict[str, Path] = {}  # prepare section -> this digit's prepared data, built once
     for exp_name in exp_names:
         exp = params.experiment(exp_name)
@@ -61,13 +59,9 @@ def run_digit(digit: int, params, exp_names: list[str], raw: Path, work: Path, q
             prepared[exp.train.data] = prepare_dataset.fn(name, prep, params.download[prep.source], raw, work / "prepared" / name / exp.train.data)
         data_dir = prepared[exp.train.data]
         out_dir = work / "outputs" / name / exp_name
-        checkpoints = train_paths(out_dir)["checkpoints"]
-        if first_checkpoints is not None:
-            shutil.copytree(first_checkpoints, checkpoints)
         start = time.perf_counter()
         model_dir = train_model.fn(name, train, data_dir, out_dir)
         train_seconds = time.perf_counter() - start
-        first_checkpoints = first_checkpoints or checkpoints
         calibrate_model.fn(calibrate, model_dir, data_dir, out_dir)
         start = time.perf_counter()
         scores = score_test_set.fn(model_dir, data_dir, out_dir, exp.evaluate.score_batch_size)
