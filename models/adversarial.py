@@ -6,7 +6,8 @@ noise and dropout masks drawn from streams seeded by (seed, epoch), a checkpoint
 (weights, optimiser states, history: no RNG state is needed) and resume from it, a stop with a clear error on a non-finite
 loss, progress bars, and sampling. A resumed run ends with exactly the weights of an uninterrupted one.
 
-Inputs are uint8 images (N, C, H, W) or float tabular features (N, D): ``config.input_shape`` says which.
+Inputs are uint8 images (N, C, H, W), float tabular features (N, D) or float windows (N, seq_len, C):
+``config.input_shape`` says which.
 """
 
 from __future__ import annotations
@@ -126,9 +127,14 @@ class AdversarialDetector(Detector):
         params = [p for m in modules for p in m.parameters()]
         return torch.optim.Adam(params, lr=lr, betas=(self.config.beta1, 0.999))
 
+    @property
+    def noise_dim(self) -> int:
+        """Size of the flat latent vector ``decode`` takes (the latent dim; MAD-GAN: one latent per time step)."""
+        return self.config.latent_dim
+
     def noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """(n, latent) standard-normal draws from ``gen`` (CPU), on the model's device."""
-        return torch.randn(n, self.config.latent_dim, generator=gen).to(self.device)
+        """(n, noise_dim) standard-normal draws from ``gen`` (CPU), on the model's device."""
+        return torch.randn(n, self.noise_dim, generator=gen).to(self.device)
 
     def from_model_space(self, x: torch.Tensor) -> np.ndarray:
         """Model-space samples -> inputs: uint8 images (B, C, H, W) or float32 features (B, D)."""
@@ -156,7 +162,7 @@ class AdversarialDetector(Detector):
         key = data_key(data.numpy())
         optimizers = self.build_optimizers()
         start_epoch = self._resume(checkpoint_dir, optimizers, key)
-        fixed_z = torch.randn(cfg.n_fixed_samples, cfg.latent_dim, generator=derived_generator(cfg.seed, FIXED_NOISE_STREAM))
+        fixed_z = torch.randn(cfg.n_fixed_samples, self.noise_dim, generator=derived_generator(cfg.seed, FIXED_NOISE_STREAM))
         for epoch in range(start_epoch, cfg.epochs):
             record = self._train_epoch(data, epoch, optimizers, progress)
             self.history.append(record)

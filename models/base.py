@@ -126,8 +126,8 @@ class Detector:
         if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected:
             raise GadflowError(f"input of shape {tuple(inputs.shape)} does not match the model's (N, {', '.join(map(str, expected))})")
         if not self.is_image and not np.isfinite(inputs).all():
-            bad = int(np.flatnonzero(~np.isfinite(inputs).all(axis=1))[0])
-            raise GadflowError(f"tabular input row {bad} has a NaN or infinite feature")
+            bad = int(np.flatnonzero(~np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1))[0])
+            raise GadflowError(f"input sample {bad} has a NaN or infinite value")
 
     def score(self, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
         """uint8 (N, C, H, W) or float (N, D) -> float64 scores (N,); each score depends on its own sample only."""

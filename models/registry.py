@@ -11,6 +11,7 @@ from .egbad import EGBADDetector
 from .errors import GadflowError
 from .ganomaly import GANomalyDetector
 from .latent_detectors import ADGANDetector, AnoGANDetector
+from .madgan import MADGANDetector
 
 DETECTORS: dict[str, type[Detector]] = {
     DCGANDetector.kind: DCGANDetector,
@@ -18,6 +19,7 @@ DETECTORS: dict[str, type[Detector]] = {
     AnoGANDetector.kind: AnoGANDetector,
     EGBADDetector.kind: EGBADDetector,
     GANomalyDetector.kind: GANomalyDetector,
+    MADGANDetector.kind: MADGANDetector,
 }
 
 

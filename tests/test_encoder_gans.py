@@ -169,7 +169,7 @@ def test_fit_rejects_bad_input():
         det.fit(np.zeros((8, 5), np.int64), progress=False)
     bad = rows()
     bad[3, 2] = np.nan
-    with pytest.raises(GadflowError, match="row 3"):
+    with pytest.raises(GadflowError, match="sample 3 has a NaN"):
         det.score(bad)
 
 

@@ -16,6 +16,7 @@ from models import DETECTORS, get_detector, load_detector
 
 IMAGE_SHAPE = (1, 16, 16)
 N_FEATURES = 6
+WINDOW_SHAPE = (12, 3)  # seq_len, channels
 
 # Tiny, CPU-only settings per model (fields of each model's config, besides the input geometry).
 TINY: dict[str, dict] = {
@@ -24,19 +25,26 @@ TINY: dict[str, dict] = {
     "anogan": dict(latent_dim=8, base_channels=4, epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, n_seeds=2, steps=10, lr_z=0.1, lr_theta=0.0),
     "egbad": dict(latent_dim=8, base_channels=4, hidden_dims=(32, 16), epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3),
     "ganomaly": dict(latent_dim=8, base_channels=4, hidden_dims=(32, 16), epochs=20, batch_size=16, device="cpu", n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3),
+    "madgan": dict(latent_dim=4, hidden_dim=16, epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3,
+                   n_seeds=2, steps=15, lr_z=0.1, normaliser_windows=64),
 }
 CASES = [(kind, input_kind) for kind, cls in DETECTORS.items() for input_kind in cls.input_kinds]
 
 
 def normal_inputs(input_kind: str, n: int, seed: int) -> np.ndarray:
     """Images: a bright 4×4 blob at a random place on a dark, noisy ground, uint8 (n, 1, 16, 16).
-    Tabular: points near a 2-D plane in 6-D feature space, float32 (n, 6), inside [0, 1] like scaled features."""
+    Tabular: points near a 2-D plane in 6-D feature space, float32 (n, 6), inside [0, 1] like scaled features.
+    Sequence: windows of three phase-locked sines with a random phase, float32 (n, 12, 3), inside [0, 1]."""
     rng = np.random.default_rng(seed)
     if input_kind == "image":
         out = rng.integers(0, 40, size=(n, *IMAGE_SHAPE)).astype(np.uint8)
         for img, (r, c) in zip(out, rng.integers(2, 11, size=(n, 2))):
             img[0, r : r + 4, c : c + 4] = 230
         return out
+    if input_kind == "sequence":
+        t = np.arange(WINDOW_SHAPE[0])[None, :, None] * 0.5 + rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
+        shifts = np.array([0.0, 1.0, 2.0])[None, None, :]
+        return (0.5 + 0.4 * np.sin(t + shifts) + rng.normal(0, 0.01, size=(n, *WINDOW_SHAPE))).astype(np.float32)
     t = rng.uniform(0, 1, size=(n, 2))
     mixing = np.random.default_rng(99).uniform(-0.3, 0.3, size=(2, N_FEATURES))
     return (0.5 + (t - 0.5) @ mixing + rng.normal(0, 0.01, size=(n, N_FEATURES))).astype(np.float32)
@@ -47,18 +55,21 @@ def anomalous_inputs(input_kind: str, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if input_kind == "image":
         return 255 - normal_inputs(input_kind, n, seed)
+    if input_kind == "sequence":  # each channel's sine pushed up or down by 0.6, out of the normal range
+        return (normal_inputs(input_kind, n, seed) + rng.choice([-1.0, 1.0], size=(n, 1, WINDOW_SHAPE[1])) * 0.6).astype(np.float32)
     return (normal_inputs(input_kind, n, seed) + rng.choice([-1.0, 1.0], size=(n, N_FEATURES)) * 0.6).astype(np.float32)
 
 
 def build(kind: str, input_kind: str, **overrides):
     cls = get_detector(kind)
-    shape = IMAGE_SHAPE if input_kind == "image" else (N_FEATURES,)
+    shape = {"image": IMAGE_SHAPE, "tabular": (N_FEATURES,), "sequence": WINDOW_SHAPE}[input_kind]
     return cls(cls.config_for(shape, **{**TINY[kind], **overrides}))
 
 
 def fitted(kind: str, input_kind: str, **overrides):
     detector = build(kind, input_kind, **overrides)
-    detector.fit(normal_inputs(input_kind, 96, seed=0), progress=False)
+    n_train = 512 if input_kind == "sequence" else 96  # an LSTM GAN needs more (cheap) windows than a tiny conv GAN needs images
+    detector.fit(normal_inputs(input_kind, n_train, seed=0), progress=False)
     return detector
 
 
@@ -80,7 +91,7 @@ def trained():
 def test_every_registered_model_has_tiny_settings():
     assert set(TINY) == set(DETECTORS)
     assert {"dcgan", "adgan", "anogan", "egbad", "ganomaly"} <= set(DETECTORS)
-    assert ("egbad", "tabular") in CASES and ("ganomaly", "tabular") in CASES
+    assert ("egbad", "tabular") in CASES and ("ganomaly", "tabular") in CASES and ("madgan", "sequence") in CASES
 
 
 @pytest.mark.parametrize("kind, input_kind", CASES)
@@ -135,8 +146,16 @@ def test_scores_use_no_statistics_of_the_test_set(trained, kind, input_kind):
     np.testing.assert_allclose(detector.score(x[::-1])[::-1], alone, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", [k for k, cls in DETECTORS.items() if "tabular" not in cls.input_kinds])
+@pytest.mark.parametrize("kind", [k for k, cls in DETECTORS.items() if cls.input_kinds == ("image",)])
 def test_image_only_models_refuse_tabular_data(kind):
     cls = get_detector(kind)
     with pytest.raises(Exception, match="takes images"):
         cls.config_for((N_FEATURES,), **TINY[kind])
+
+
+@pytest.mark.parametrize("kind", [k for k, cls in DETECTORS.items() if cls.input_kinds == ("sequence",)])
+@pytest.mark.parametrize("shape", [IMAGE_SHAPE, (N_FEATURES,)])
+def test_sequence_models_refuse_images_and_rows(kind, shape):
+    cls = get_detector(kind)
+    with pytest.raises(Exception, match="takes windows"):
+        cls.config_for(shape, **TINY[kind])
