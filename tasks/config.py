@@ -35,7 +35,8 @@ class Strict(BaseModel):
 class FileSpec(Strict):
     """One file of a dataset: where it comes from and what it must hash to."""
 
-    file: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")]  # name on disk and in the mirror
+    # path on disk and in the mirror, relative to the dataset folder; may name sub-folders ("valve1/0.csv")
+    file: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     urls: Annotated[list[Annotated[str, Field(pattern=r"^(https?|file)://\S+$")]], Field(min_length=1)]  # canonical first
 

@@ -1,11 +1,14 @@
 """Download stage: fetch a declared dataset's files, verify sha256, write atomically.
 
 With GADFLOW_DATA_MIRROR set to a folder laid out like ../shared/datasets
-(``<mirror>/<dataset>/<file>``), files are copied from there instead of the network.
+(``<mirror>/<dataset>/<file>``), files are copied from there instead of the network. A mirror may
+store a file gzip'd as ``<file>.gz`` (SMD's mirror does); it is decompressed on the way, and the
+declared sha256 is always that of the file itself, as the canonical URL serves it.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
@@ -54,10 +57,16 @@ def _fetch_to(tmp: Path, spec: FileSpec, mirror: Path | None, retries: int, back
     """Write the file's bytes to ``tmp``; return where they came from."""
     if mirror is not None:
         source = mirror / spec.file
-        if not source.is_file():
-            raise GadflowError(f"{spec.file}: not found in the mirror at {source} ({MIRROR_ENV}={mirror.parent})")
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            _copy_stream(src, dst, source.stat().st_size, spec.file)
+        gzipped = source.with_name(source.name + ".gz")
+        if source.is_file():
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                _copy_stream(src, dst, source.stat().st_size, spec.file)
+        elif gzipped.is_file():
+            with gzip.open(gzipped, "rb") as src, open(tmp, "wb") as dst:
+                _copy_stream(src, dst, None, spec.file)
+            source = gzipped
+        else:
+            raise GadflowError(f"{spec.file}: not found in the mirror at {source} (nor {gzipped.name}) ({MIRROR_ENV}={mirror.parent})")
         return str(source)
     last_error = {}  # url -> its last failure
     for url in spec.urls:
@@ -79,8 +88,8 @@ def _fetch_to(tmp: Path, spec: FileSpec, mirror: Path | None, retries: int, back
 def fetch_file(spec: FileSpec, out_dir: Path, mirror: Path | None = None, retries: int = 3, backoff_s: float = 2.0) -> Path:
     """Fetch one file into ``out_dir`` and verify it; a mismatch leaves nothing behind."""
     target = out_dir / spec.file
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.file}.", suffix=".part", dir=out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -107,7 +116,10 @@ def mirror_for(name: str, spec: DatasetSpec) -> Path | None:
 
 def _already_verified(spec: DatasetSpec, out_dir: Path) -> bool:
     """True when ``out_dir`` holds exactly the declared files, each with its declared sha256."""
-    if not out_dir.is_dir() or {p.name for p in out_dir.iterdir()} != {f.file for f in spec.files.values()}:
+    if not out_dir.is_dir():
+        return False
+    present = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
+    if present != {f.file for f in spec.files.values()}:
         return False
     return all(sha256_of(out_dir / f.file) == f.sha256 for f in spec.files.values())
 

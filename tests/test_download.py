@@ -197,3 +197,38 @@ def test_verified_output_is_not_fetched_again(tmp_path, mirror, contents, monkey
     (out / "train_images.bin").write_bytes(b"tampered")  # a bad file forces a refetch, which fails loudly
     with pytest.raises(GadflowError, match="not found in the mirror"):
         download_dataset.fn("tiny", make_spec(contents), out)
+
+
+# --- sub-folders and gzip'd mirror copies (SKAB, SMD) ---------------------------------------------
+def test_files_in_sub_folders_and_a_gzipped_mirror_copy(tmp_path, monkeypatch):
+    import gzip
+
+    payloads = {"a": b"first;file\r\n" * 5, "b": b"0.5,0.25\n" * 7}
+    spec = DatasetSpec(format="idx", files={
+        "train_images": FileSpec(file="valve1/0.csv", sha256=sha(payloads["a"]), urls=["https://example.invalid/valve1/0.csv"]),
+        "train_labels": FileSpec(file="train/machine-1-2.txt", sha256=sha(payloads["b"]), urls=["https://example.invalid/m.txt"]),
+        "test_images": FileSpec(file="t.bin", sha256=sha(b"t"), urls=["https://example.invalid/t"]),
+        "test_labels": FileSpec(file="l.bin", sha256=sha(b"l"), urls=["https://example.invalid/l"]),
+    })
+    root = tmp_path / "mirror" / "nested"
+    (root / "valve1").mkdir(parents=True)
+    (root / "train").mkdir()
+    (root / "valve1" / "0.csv").write_bytes(payloads["a"])
+    (root / "train" / "machine-1-2.txt.gz").write_bytes(gzip.compress(payloads["b"]))  # only the gzip'd copy
+    (root / "t.bin").write_bytes(b"t")
+    (root / "l.bin").write_bytes(b"l")
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "mirror"))
+    out = tmp_path / "raw" / "nested"
+    download_dataset.fn("nested", spec, out)
+    assert (out / "valve1" / "0.csv").read_bytes() == payloads["a"]
+    assert (out / "train" / "machine-1-2.txt").read_bytes() == payloads["b"]  # stored decompressed, as upstream serves it
+    assert not (out / "train" / "machine-1-2.txt.gz").exists()
+    # A second run finds every nested file verified and fetches nothing.
+    monkeypatch.setattr("tasks.download.fetch_file", lambda *a, **k: pytest.fail("fetched again"))
+    download_dataset.fn("nested", spec, out)
+
+
+@pytest.mark.parametrize("path", ["../escape.csv", "a/../b.csv", "/abs.csv", "a//b.csv", ".hidden"])
+def test_file_paths_cannot_leave_the_dataset_folder(path):
+    with pytest.raises(Exception, match="file"):
+        FileSpec(file=path, sha256="0" * 64, urls=["https://example.invalid/x"])
