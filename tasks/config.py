@@ -20,6 +20,9 @@ Name = Annotated[str, Field(pattern=NAME)]
 
 
 TABULAR_FORMATS = ("kdd99",)  # dataset formats whose samples are feature rows, not images
+SERIES_FORMATS = ("skab", "smd")  # dataset formats of multivariate time series (samples are windows)
+SERIES_MODELS = ("madgan",)  # models that take windows
+SMD_PARTS = ("train", "test", "test_label", "interpretation_label")
 TABULAR_MODELS = ("egbad", "ganomaly")  # models with networks for feature rows as well as images
 
 
@@ -54,13 +57,25 @@ class DatasetSpec(Strict):
       comma-separated KDD Cup 99 records, optionally gzipped (a tabular dataset).
     """
 
-    format: Literal["idx", "png_folder", "rgbd_npy", "rgbd_png", "kdd99"]
+    format: Literal["idx", "png_folder", "rgbd_npy", "rgbd_png", "kdd99", "skab", "smd"]
     depth_range: tuple[float, float] | None = None  # rgbd_png only: raw 16-bit depth values mapped to 0 and 255
     mirror_dir: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] | None = None  # folder under GADFLOW_DATA_MIRROR (default: the dataset's name)
+    # Files without `urls` are fetched from base_url + their `file` path (the canonical raw-file URL pattern).
+    base_url: Annotated[str, Field(pattern=r"^(https?|file)://\S+/$")] | None = None
     files: dict[str, FileSpec]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _urls_from_base(cls, data):
+        if isinstance(data, dict) and data.get("base_url") and isinstance(data.get("files"), dict):
+            data = {**data, "files": {role: ({**f, "urls": [data["base_url"] + f.get("file", "")]} if isinstance(f, dict) and "urls" not in f else f)
+                                      for role, f in data["files"].items()}}
+        return data
 
     @model_validator(mode="after")
     def _roles(self) -> "DatasetSpec":
+        if self.format in SERIES_FORMATS:
+            return self._series_roles()
         needed = {
             "idx": {"train_images", "train_labels", "test_images", "test_labels"},
             "png_folder": {"archive"},
@@ -75,6 +90,31 @@ class DatasetSpec(Strict):
         if self.depth_range is not None and not self.depth_range[0] < self.depth_range[1]:
             raise ValueError(f"depth_range: needs min < max, got {list(self.depth_range)}")
         return self
+
+    def _series_roles(self) -> "DatasetSpec":
+        """skab: any number of experiment files (.csv); smd: train/, test/, test_label/ and interpretation_label/ of each machine."""
+        if self.depth_range is not None:
+            raise ValueError("depth_range: only for format rgbd_png")
+        if self.format == "skab":
+            bad = [f.file for f in self.files.values() if not f.file.endswith(".csv")]
+            if bad or not self.files:
+                raise ValueError(f"format 'skab' needs one or more .csv files{f', got {bad[0]}' if bad else ''}")
+            return self
+        parts = {}
+        for role, f in self.files.items():
+            part, _, machine = f.file.removesuffix(".txt").partition("/")
+            if part not in SMD_PARTS or not machine or "/" in machine or not f.file.endswith(".txt"):
+                raise ValueError(f"files.{role}: smd files are <part>/<machine>.txt with part one of {', '.join(SMD_PARTS)} (got {f.file})")
+            parts.setdefault(machine, set()).add(part)
+        incomplete = {m: sorted(set(SMD_PARTS) - p) for m, p in parts.items() if p != set(SMD_PARTS)}
+        if incomplete:
+            machine, missing = next(iter(incomplete.items()))
+            raise ValueError(f"format 'smd': machine {machine} lacks {', '.join(missing)}")
+        return self
+
+    def smd_machines(self) -> list[str]:
+        """The machines an smd dataset declares, in declaration order."""
+        return list(dict.fromkeys(f.file.removesuffix(".txt").partition("/")[2] for f in self.files.values()))
 
 
 class GenerateParams(Strict):
@@ -103,6 +143,24 @@ class KDD99Protocol(Strict):
     numeric_transform: Literal["log1p", "none"] = "log1p"  # applied to numeric columns before min-max scaling
 
 
+class SeriesParams(Strict):
+    """How a time-series dataset becomes windows (MAD-GAN's defaults: seq_len 30, stride 10).
+
+    The training series is split chronologically: its last ``calibration_fraction`` (PrepareParams) is
+    the normal calibration series. Scaling and PCA are fitted on the training part only.
+    """
+
+    machines: Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")]], Field(min_length=1)] | None = None  # smd: which machines (default: all declared)
+    train_rows: Annotated[int, Field(ge=2)] | None = None  # skab: normal rows at the start of each file (SKAB's protocol: 400)
+    seq_len: Annotated[int, Field(ge=2, le=10_000)] = 30
+    stride: Annotated[int, Field(ge=1, le=10_000)] = 10
+    tail: Literal["align_end", "drop"] = "align_end"  # align_end: one more window ends at the last point, so every point is scored
+    label_rule: Literal["any", "last", "majority"] = "any"  # a window is anomalous when any (its last, most) point is
+    point_rule: Literal["mean", "max"] = "max"  # a point's score from the windows covering it
+    scaling: Literal["minmax", "standard", "none"] = "minmax"
+    pca_components: Annotated[int, Field(ge=1, le=10_000)] | None = None  # keep the top principal components (MAD-GAN); None = all channels
+
+
 class PrepareParams(Strict):
     """One-class split: train = normal training samples minus a seeded normal calibration split."""
 
@@ -111,6 +169,7 @@ class PrepareParams(Strict):
     calibration_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     seed: int = 0
     kdd99: KDD99Protocol | None = None  # kdd99 sources only (defaults apply when absent)
+    series: SeriesParams | None = None  # time-series sources only (skab, smd; defaults apply when absent)
 
 
 # --- train / calibrate / evaluate per experiment ---------------------------------------------
@@ -153,9 +212,21 @@ class GANomalyParams(Strict):
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
 
 
+class MADGANParams(Strict):
+    """MAD-GAN's LSTM sizes and DR-score weight (its latent search is the `search` section, θ frozen)."""
+
+    hidden_dim: Annotated[int, Field(ge=1, le=4096)] = 100  # LSTM units of G and D (the paper's 100)
+    num_layers: Annotated[int, Field(ge=1, le=8)] = 1
+    dr_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # weight of the discrimination term; 1 − λ weighs the reconstruction
+    normaliser_windows: Annotated[int, Field(ge=2, le=1_000_000)] = 512  # training windows the two terms are standardised on
+
+
+MADGAN_SEARCH_FIELDS = ("n_seeds", "steps", "lr_z", "memory_budget_mb", "max_pairs_per_chunk")  # the search fields MAD-GAN uses
+
+
 class TrainParams(Strict):
     data: Name  # a key of `prepare`
-    model: Literal["dcgan", "adgan", "anogan", "egbad", "ganomaly"]
+    model: Literal["dcgan", "adgan", "anogan", "egbad", "ganomaly", "madgan"]
     seed: int = 0
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 20
@@ -169,27 +240,36 @@ class TrainParams(Strict):
     search: SearchParams | None = None  # required by adgan and anogan, not allowed for the others
     egbad: EGBADParams | None = None  # model egbad only (defaults when absent)
     ganomaly: GANomalyParams | None = None  # model ganomaly only (defaults when absent)
+    madgan: MADGANParams | None = None  # model madgan only (defaults when absent)
 
     @model_validator(mode="after")
     def _search_matches_model(self) -> "TrainParams":
-        for section in ("egbad", "ganomaly"):
+        for section in ("egbad", "ganomaly", "madgan"):
             if getattr(self, section) is not None and self.model != section:
                 raise ValueError(f"{section}: only model '{section}' takes an `{section}` section (this is '{self.model}')")
-        if self.model in ("egbad", "ganomaly") and self.discriminator_norm != "batch":
+        if self.model in ("egbad", "ganomaly", "madgan") and self.discriminator_norm != "batch":
             raise ValueError(f"discriminator_norm: model '{self.model}' supports only 'batch'")
-        if self.model not in ("adgan", "anogan") and self.search is not None:
-            raise ValueError("search: only latent-search models (adgan, anogan) take a `search` section")
-        if self.model in ("adgan", "anogan") and self.search is None:
+        searching = ("adgan", "anogan", "madgan")
+        if self.model not in searching and self.search is not None:
+            raise ValueError(f"search: only latent-search models ({', '.join(searching)}) take a `search` section")
+        if self.model in searching and self.search is None:
             raise ValueError(f"search: model '{self.model}' needs a `search` section (n_seeds, steps, lr_z, lr_theta, ...)")
-        if self.model == "anogan" and self.search.lr_theta != 0:
-            raise ValueError(f"search.lr_theta: anogan keeps the generator frozen, so it must be 0 (got {self.search.lr_theta})")
+        if self.model in ("anogan", "madgan") and self.search.lr_theta != 0:
+            raise ValueError(f"search.lr_theta: {self.model} keeps the generator frozen, so it must be 0 (got {self.search.lr_theta})")
+        if self.model == "madgan" and (self.search.encoder_warm_start or self.search.channels_last):
+            raise ValueError("search: madgan has no encoder warm start and no channels_last path")
         return self
 
     def detector_fields(self) -> dict:
         """The detector config's fields: training settings, plus the model's own section flattened."""
-        fields = self.model_dump(exclude={"data", "model", "search", "egbad", "ganomaly", "discriminator_norm"})
+        fields = self.model_dump(exclude={"data", "model", "search", "egbad", "ganomaly", "madgan", "discriminator_norm"})
         if self.model in ("dcgan", "adgan", "anogan"):
             fields["discriminator_norm"] = self.discriminator_norm
+        if self.model == "madgan":
+            fields.pop("base_channels")
+            fields.update({k: getattr(self.search, k) for k in MADGAN_SEARCH_FIELDS}, search_seed=self.search.seed)
+            fields.update((self.madgan or MADGANParams()).model_dump())
+            return fields
         if self.search is not None:
             search = self.search.model_dump()
             search["search_seed"] = search.pop("seed")  # `seed` is the training seed
@@ -242,6 +322,17 @@ class Params(Strict):
             is_kdd99 = prep.source in self.download and self.download[prep.source].format == "kdd99"
             if prep.kdd99 is not None and not is_kdd99:
                 raise ValueError(f"prepare.{name}.kdd99: only for kdd99 datasets; '{prep.source}' is not one")
+            series_format = self.download[prep.source].format if prep.source in self.download else None
+            if prep.series is not None and series_format not in SERIES_FORMATS:
+                raise ValueError(f"prepare.{name}.series: only for time-series datasets ({', '.join(SERIES_FORMATS)}); '{prep.source}' is not one")
+            if prep.series is not None and prep.series.machines is not None:
+                if series_format != "smd":
+                    raise ValueError(f"prepare.{name}.series.machines: only for smd datasets")
+                unknown = sorted(set(prep.series.machines) - set(self.download[prep.source].smd_machines()))
+                if unknown:
+                    raise ValueError(f"prepare.{name}.series.machines: {unknown[0]} is not declared in download.{prep.source}")
+            if prep.series is not None and prep.series.train_rows is not None and series_format != "skab":
+                raise ValueError(f"prepare.{name}.series.train_rows: only for skab datasets")
         for name, train in self.train.items():
             if train.data not in self.prepare:
                 raise ValueError(f"train.{name}.data: '{train.data}' is not a key of `prepare` ({', '.join(self.prepare)})")
@@ -249,6 +340,10 @@ class Params(Strict):
             tabular = source in self.download and self.download[source].format in TABULAR_FORMATS
             if tabular and train.model not in TABULAR_MODELS:
                 raise ValueError(f"train.{name}.model: '{train.model}' takes images, but '{train.data}' is tabular; use one of {', '.join(TABULAR_MODELS)}")
+            series = source in self.download and self.download[source].format in SERIES_FORMATS
+            if series != (train.model in SERIES_MODELS):
+                wanted = f"use one of {', '.join(SERIES_MODELS)}" if series else f"'{train.model}' takes windows of a time series"
+                raise ValueError(f"train.{name}.model: '{train.data}' is {'a time series' if series else 'not a time series'}; {wanted}")
         for section in ("calibrate", "evaluate"):
             missing = set(self.train) - set(getattr(self, section))
             extra = set(getattr(self, section)) - set(self.train)

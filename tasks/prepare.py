@@ -20,7 +20,7 @@ from prefect.cache_policies import NONE
 
 from models.errors import GadflowError
 
-from .config import DatasetSpec, PrepareParams
+from .config import SERIES_FORMATS, DatasetSpec, PrepareParams
 from .files import staged_dir
 from .formats import SPLIT_ROLES, idx_images, idx_labels, png_folder_splits, read_rgbd_npy, rgbd_png_splits
 
@@ -35,6 +35,7 @@ class PreparedData:
     """A prepared dataset whose splits are read on first use, so each step reads only what it needs.
 
     Images: memory-mapped, read-only uint8 arrays. Tabular: float32 feature arrays read from parquet.
+    Series: float32 windows (N, seq_len, C) gathered from the memory-mapped series of every split.
     """
 
     folder: Path
@@ -71,17 +72,39 @@ class PreparedData:
 
     @cached_property
     def test_labels(self) -> np.ndarray:  # int8 (N_test,), 1 = anomaly
+        if self.kind == "series":  # window labels by the windowing's label rule
+            from models.windowing import window_labels
+
+            rule = self.schema["windowing"]["label_rule"]
+            return np.concatenate([window_labels(s.labels, w.starts, w.seq_len, rule) for _, s, w in self.series_windows("test")])
         if self.kind == "tabular":
             return self._test_table(["label"]).column("label").to_numpy().astype(np.int8)
         return self._split("test_labels")
 
     @cached_property
-    def test_classes(self) -> np.ndarray:  # (N_test,): int16 source class (digit; the label for PNG folders) | str label (kdd99)
+    def test_classes(self) -> np.ndarray:  # (N_test,): int16 source class (digit; the label for PNG folders) | str label (kdd99) | series name
+        if self.kind == "series":
+            return np.concatenate([np.full(len(w), name, dtype=object) for name, _, w in self.series_windows("test")])
         if self.kind == "tabular":
             return np.asarray(self._test_table(["class"]).column("class").to_pylist(), dtype=object)
         return self._split("test_classes")
 
+    def series_windows(self, key: str) -> list:
+        """[(series name, Series, Windows)] of one split (train, calib, test), in stored order; windows are views."""
+        from models.windowing import sliding_windows
+
+        from .series_store import read_split
+
+        cached = self.__dict__.setdefault("_series_cache", {})
+        if key not in cached:
+            w = self.schema["windowing"]
+            cached[key] = [(name, s, sliding_windows(s.values, w["seq_len"], w["stride"], w["tail"]))
+                           for name, s in read_split(self.folder / self.schema["files"][key]).items()]
+        return cached[key]
+
     def _split(self, key: str) -> np.ndarray:
+        if self.kind == "series":  # every window of the split, gathered: (N, seq_len, C)
+            return np.concatenate([w[:] for _, _, w in self.series_windows(key)])
         if self.kind != "tabular":
             return np.load(self.folder / SPLIT_FILES[key], mmap_mode="r")
         import pyarrow.parquet as pq
@@ -176,6 +199,12 @@ def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec | None, 
         from .kdd99 import prepare_kdd99
 
         return prepare_kdd99(name, params, spec, raw, out_dir)
+    if spec is not None and spec.format in SERIES_FORMATS:
+        from .series_prepare import prepare_series
+
+        return prepare_series(name, params, spec, raw, out_dir)
+    if params.series is not None:
+        raise GadflowError(f"prepare.{name}.series: only for time-series datasets")
     if params.kdd99 is not None:
         raise GadflowError(f"prepare.{name}.kdd99: only for kdd99 datasets")
     fmt, files, depth_range = _source_files(spec, raw)

@@ -41,7 +41,7 @@ def load_error(path: Path) -> str:
 @pytest.mark.parametrize("path", [PARAMS, SMOKE], ids=["params.yaml", "params-smoke.yaml"])
 def test_repo_params_files_load(path):
     params = load_params(path)
-    assert set(params.download) == {"mnist", "kdd99"}
+    assert {"mnist", "kdd99"} <= set(params.download)
     assert set(params.download["kdd99"].files) == {"train", "test"}
     assert params.prepare["kdd99"].kdd99.anomaly_labels == ["normal."]  # the paper protocol's anomaly class
     assert set(params.download["mnist"].files) == {"train_images", "train_labels", "test_images", "test_labels"}
@@ -249,3 +249,36 @@ def test_gpu_params_variant_matches_the_defaults_structurally():
     assert gpu.train["mnist-adgan"].search.lr_theta == 6e-9  # the seed's setting
     assert all(t.device == "cuda" for t in gpu.train.values())
     assert all(gpu.train[name].model == cpu.train[name].model for name in cpu.train)
+
+
+# --- time-series sections ----------------------------------------------------------------------------
+def _with_madgan(good: dict, data: str) -> dict:
+    bad = copy.deepcopy(good)
+    bad["train"]["x-madgan"] = {"data": data, "model": "madgan", "search": {"lr_theta": 0.0}}
+    bad["calibrate"]["x-madgan"] = {}
+    bad["evaluate"]["x-madgan"] = {}
+    return bad
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda g: g["prepare"]["mnist"].update(series={"seq_len": 30}), "prepare.mnist.series: only for time-series datasets"),
+    (lambda g: g["prepare"]["smd"]["series"].update(machines=["machine-9-9"]), "machine-9-9 is not declared in download.smd"),
+    (lambda g: g["prepare"]["skab"]["series"].update(machines=["machine-1-2"]), "series.machines: only for smd datasets"),
+    (lambda g: g["prepare"]["smd"]["series"].update(train_rows=400), "series.train_rows: only for skab datasets"),
+    (lambda g: g["prepare"]["smd"]["series"].update(seq_len=1), "prepare.smd.series.seq_len"),
+])
+def test_series_prepare_errors(tmp_path, good, edit, message):
+    bad = copy.deepcopy(good)
+    edit(bad)
+    assert message in load_error(write(tmp_path, bad))
+
+
+def test_models_must_match_the_data_kind(tmp_path, good):
+    assert "'mnist' is not a time series; 'madgan' takes windows" in load_error(write(tmp_path, _with_madgan(good, "mnist")))
+    bad = _with_madgan(good, "smd")
+    bad["train"]["x-madgan"]["search"]["lr_theta"] = 1e-4
+    assert "madgan keeps the generator frozen" in load_error(write(tmp_path, bad))
+    bad = copy.deepcopy(good)
+    bad["train"][EXP]["data"] = "skab"
+    assert "'skab' is a time series; use one of madgan" in load_error(write(tmp_path, bad))
+    assert load_params(write(tmp_path, _with_madgan(good, "smd"))).train["x-madgan"].model == "madgan"

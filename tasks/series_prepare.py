@@ -1,0 +1,137 @@
+"""Prepare stage for multivariate time series (SKAB, SMD): splits, train-only scaling/PCA, parquet.
+
+train  = the normal training series minus its chronological tail
+calib  = that tail (``calibration_fraction`` of each training series): thresholds are fitted on it
+test   = the labelled test series (point labels; window labels follow ``series.label_rule``)
+
+Per source:
+- smd: per machine, train/<m>.txt is the training series and test/<m>.txt with test_label/<m>.txt the test
+  series; interpretation_label/<m>.txt is kept for sensor attribution (interpretation.json).
+- skab: per experiment file, the first ``train_rows`` rows (SKAB's protocol: 400) are the training series,
+  and the whole file is the test series, as SKAB's leaderboard scores it.
+
+The scaling (and optional PCA) is fitted on the concatenated train splits only and saved beside them
+(series_transform.json): it travels with the model. Windows are not written; they are views built on load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from models.errors import GadflowError
+from models.series_transform import TRANSFORM_FILE, SeriesTransform
+
+from .config import DatasetSpec, PrepareParams, SeriesParams
+from .files import atomic_write_text, staged_dir
+from .series_store import Series, write_split
+from .skab import SKAB_LABELS, SKAB_SENSORS, TRAIN_ROWS, read_skab_csv
+from .smd import SMD_METRICS, read_smd_machine
+
+log = logging.getLogger(__name__)
+
+SERIES_FILES = {"train": "train.parquet", "calib": "calib.parquet", "test": "test.parquet"}
+INTERPRETATION_FILE = "interpretation.json"
+SCHEMA = "schema.json"  # the same name as tasks.prepare.SCHEMA
+
+
+def chronological_split(values: np.ndarray, calibration_fraction: float, min_len: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(T, C) -> the first and the last ``calibration_fraction`` of the rows; both must hold a window."""
+    n_calib = int(round(calibration_fraction * len(values)))
+    n_train = len(values) - n_calib
+    if min(n_calib, n_train) < min_len:
+        raise GadflowError(f"{what}: {len(values)} rows split {n_train} / {n_calib} (calibration_fraction {calibration_fraction}) "
+                           f"leaves a part shorter than one window (seq_len {min_len})")
+    return values[:n_train], values[n_train:]
+
+
+def _read_smd(spec: DatasetSpec, settings: SeriesParams, raw: Path) -> tuple[dict, dict, dict, dict]:
+    """-> normal training series, labelled test series, interpretation ranges (per machine), notes for the schema."""
+    machines = settings.machines or spec.smd_machines()
+    train, test, interpretation = {}, {}, {}
+    for machine in machines:
+        m = read_smd_machine(raw, machine)
+        train[machine] = m.train
+        test[machine] = Series(m.test, m.test_labels)
+        interpretation[machine] = [[r.start, r.end, list(r.channels)] for r in m.interpretation]
+    return train, test, interpretation, {}
+
+
+def _read_skab(spec: DatasetSpec, settings: SeriesParams, raw: Path) -> tuple[dict, dict, dict, dict]:
+    train_rows = settings.train_rows or TRAIN_ROWS
+    train, test, contaminated = {}, {}, {}
+    for f in spec.files.values():
+        name = f.file.removesuffix(".csv")
+        frame = read_skab_csv(raw / f.file, labelled=not f.file.startswith("anomaly-free/"))
+        if not set(SKAB_LABELS) <= set(frame.columns):
+            continue  # the anomaly-free recording: another day's data, drifting; SKAB's protocol does not train on it
+        values = frame[SKAB_SENSORS].to_numpy(dtype=np.float32)
+        labels = frame["anomaly"].to_numpy(dtype=np.int8)
+        if len(values) <= train_rows:
+            raise GadflowError(f"{raw / f.file}: {len(values)} rows, not more than train_rows {train_rows}")
+        if labels[:train_rows].any():  # SKAB's protocol trains on these rows regardless; choosing rows by label would use test labels
+            log.warning("%s: %d of the first %d rows (the training rows, by SKAB's protocol) are labelled anomalous; trained on as they are",
+                        raw / f.file, int(labels[:train_rows].sum()), train_rows)
+            contaminated[name] = int(labels[:train_rows].sum())
+        train[name] = values[:train_rows]
+        test[name] = Series(values, labels)
+    if not test:
+        raise GadflowError(f"{raw}: no labelled SKAB experiment file declared")
+    return train, test, {}, {"labelled_anomalous_training_rows": contaminated}
+
+
+def prepare_series(name: str, params: PrepareParams, spec: DatasetSpec, raw: Path, out_dir: Path) -> Path:
+    """Write train / calib / test series (transformed), the transform, and schema.json into ``out_dir``."""
+    settings = params.series or SeriesParams()
+    reader = {"smd": _read_smd, "skab": _read_skab}[spec.format]
+    train_raw, test_raw, interpretation, notes = reader(spec, settings, Path(raw))
+    train, calib = {}, {}
+    for series_name, values in train_raw.items():
+        train[series_name], calib[series_name] = chronological_split(values, params.calibration_fraction, settings.seq_len, f"{name}/{series_name}")
+    for series_name, s in test_raw.items():
+        if len(s.values) < settings.seq_len:
+            raise GadflowError(f"{name}/{series_name}: test series of {len(s.values)} rows is shorter than one window (seq_len {settings.seq_len})")
+
+    # Fitted on the training part only: calib and test are transformed with it, never fitted on.
+    transform = SeriesTransform(settings.scaling, settings.pca_components).fit(np.concatenate(list(train.values())))
+    zero = lambda v: np.zeros(len(v), dtype=np.int8)  # noqa: E731  (training data is unlabelled: all normal)
+    splits = {
+        "train": {k: Series(transform.transform(v), zero(v)) for k, v in train.items()},
+        "calib": {k: Series(transform.transform(v), zero(v)) for k, v in calib.items()},
+        "test": {k: Series(transform.transform(s.values), s.labels) for k, s in test_raw.items()},
+    }
+    channels = SKAB_SENSORS if spec.format == "skab" else [f"metric_{i + 1}" for i in range(SMD_METRICS)]
+    schema = {
+        "name": name,
+        "kind": "series",
+        "source": params.source,
+        "format": spec.format,
+        "shape": [settings.seq_len, transform.n_outputs],  # one window: (seq_len, channels after PCA)
+        "channels": channels if settings.pca_components is None else [f"pc_{i + 1}" for i in range(transform.n_outputs)],
+        "input_channels": channels,
+        "windowing": settings.model_dump(exclude={"machines", "train_rows"}),
+        "train_rows": (settings.train_rows or TRAIN_ROWS) if spec.format == "skab" else None,
+        "calibration_fraction": params.calibration_fraction,
+        "series": list(test_raw),
+        "counts": {
+            "train_points": int(sum(len(v) for v in train.values())),
+            "calib_points": int(sum(len(v) for v in calib.values())),
+            "test_points": int(sum(len(s.labels) for s in test_raw.values())),
+            "test_anomalous_points": int(sum(int(s.labels.sum()) for s in test_raw.values())),
+        },
+        "files": {**SERIES_FILES, "transform": TRANSFORM_FILE, **({"interpretation": INTERPRETATION_FILE} if interpretation else {})},
+        "source_sha256": {role: f.sha256 for role, f in spec.files.items()},
+        **notes,
+    }
+    with staged_dir(out_dir) as staging:
+        for key, file in SERIES_FILES.items():
+            write_split(staging / file, splits[key])
+        transform.save(staging / TRANSFORM_FILE)
+        if interpretation:
+            atomic_write_text(staging / INTERPRETATION_FILE, json.dumps(interpretation))
+        atomic_write_text(staging / SCHEMA, json.dumps(schema, indent=1))
+    log.info("%s: %d series; train %d, calib %d, test %d points (%d anomalous); windows %s", name, len(test_raw), *schema["counts"].values(), schema["shape"])
+    return out_dir
