@@ -1,4 +1,8 @@
-"""Calibrate step: Monte Carlo and normal-calibration thresholds at a nominal false-positive rate."""
+"""Calibrate step: Monte Carlo and normal-calibration thresholds at a nominal false-positive rate.
+
+Time series: the calibration threshold is fitted on the point scores of the calibration series (the
+same window-to-point rule as the test series); the Monte Carlo one on generated windows' scores.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,11 @@ def calibrate_model(params: CalibrateParams, model_dir: Path, data_dir: Path, ou
     """Fit both thresholds (never on test data), save threshold.json beside the weights; return its path."""
     detector = load_detector(model_dir)
     data = load_prepared(data_dir)
-    calib_scores = detector.score(np.asarray(data.calib))
+    calib_scores = detector.score(np.asarray(data.calib), progress=True)
+    if data.kind == "series":  # thresholds apply to time points: the calibration series' point scores
+        from .series_scores import covered_points, point_scores_by_series
+
+        calib_scores = covered_points(point_scores_by_series(data, "calib", calib_scores))
     log.info("Monte Carlo: scoring %d generated samples", params.mc_samples)
     mc_scores = detector.score(detector.sample(params.mc_samples, seed=params.seed), progress=True)
     calibration = Calibration(

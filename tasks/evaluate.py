@@ -21,6 +21,7 @@ from .files import atomic_write_text
 from .metrics import ranking_metrics, threshold_metrics
 from .plots import anomaly_map_grid, image_grid, pr_plot, roc_plot, score_histogram, search_trajectory
 from .prepare import load_prepared
+from .score import POINTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,10 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
     """Write report/metrics.json, report/summary.json and report/plots/*; return the report folder."""
     report = out_dir / "report"
     plots = report / "plots"
+    data = load_prepared(data_dir)
     frame = pd.read_parquet(scores_path)
+    if data.kind == "series":  # metrics are about time points; window scores stay in scores.parquet
+        frame = pd.read_parquet(Path(scores_path).parent / POINTS_FILE)
     labels, scores = frame["label"].to_numpy(), frame["score"].to_numpy()
     calibration = Calibration.load(model_dir / THRESHOLD_FILE)
     mc_scores = np.load(out_dir / "calibration" / MC_SCORES_FILE)
@@ -97,6 +101,12 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
     }
     if params.paper_top_fraction is not None:
         metrics["paper_protocol"] = paper_protocol(labels, scores, params.paper_top_fraction)
+    if data.kind == "series":
+        from .series_evaluate import series_metrics
+
+        metrics["counts"]["windows_test"] = int(len(data.test_labels))
+        metrics["series"] = series_metrics(frame, calibration.threshold)
+        metrics["protocol"] += "; point scores are the " + data.schema["windowing"]["point_rule"] + " of the covering windows' scores"
     summary = {
         "experiment": name,
         "threshold": calibration.threshold,
@@ -129,7 +139,11 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
     _curve_csv(report / "pr.csv", pd.DataFrame({"recall": recall, "precision": precision}))
 
     if detector.is_image:
-        _image_figures(name, detector, load_prepared(data_dir).test, frame, params, plots)
+        _image_figures(name, detector, data.test, frame, params, plots)
+    if data.kind == "series":
+        from .series_evaluate import series_figures
+
+        series_figures(name, frame, calibration.threshold, plots)
     log.info(summary["interpretation"])
     return report
 

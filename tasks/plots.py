@@ -170,3 +170,19 @@ def anomaly_map_grid(images: np.ndarray, reconstructions: np.ndarray, maps: np.n
     fig.colorbar(heat, ax=axes[:, 2].tolist(), fraction=0.05, pad=0.04)
     fig.suptitle(title, fontsize=8)
     return _save(fig, path)
+
+
+def series_timeline(series: dict[str, "object"], threshold: float, path: Path, title: str) -> Path:
+    """One panel per series: point score over time, labelled anomalous points shaded, the threshold dashed.
+    ``series`` maps a name to a frame with columns t, label, score."""
+    fig, axes = plt.subplots(len(series), 1, figsize=(10, 2.2 * len(series)), squeeze=False)
+    for ax, (name, frame) in zip(axes[:, 0], series.items()):
+        t, score, label = frame["t"].to_numpy(), frame["score"].to_numpy(), frame["label"].to_numpy()
+        ax.plot(t, score, lw=0.7, color="tab:blue")
+        ax.fill_between(t, 0, 1, where=label.astype(bool), color="tab:red", alpha=0.25, transform=ax.get_xaxis_transform(), step="mid")
+        ax.axhline(threshold, color="black", ls="--", lw=0.8)
+        ax.set_ylabel("score")
+        ax.set_title(name, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time step")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

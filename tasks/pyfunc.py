@@ -4,8 +4,11 @@ Logged as an MLflow "model from code": MLflow runs this file at load time (with 
 `models` package shipped beside it), so nothing is unpickled.
 
 predict(DataFrame of N rows × C*H*W raw pixel values in [0, 255], row-major (C, H, W)), or, for a
-tabular model, N raw records with the columns its preprocessor was fitted on (e.g. the 41 KDD99 fields)
-  -> DataFrame with columns score (higher = more anomalous), p_value, is_anomaly.
+tabular model, N raw records with the columns its preprocessor was fitted on (e.g. the 41 KDD99 fields),
+or, for a window model (MAD-GAN), N ≥ seq_len consecutive raw sensor rows of one series, in time order,
+with the training series' channel columns
+  -> DataFrame with columns score (higher = more anomalous), p_value, is_anomaly: one row per input row
+     (a window model's row scores are its point scores: the mean or max over the windows covering the row).
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ class GadflowPyfunc(mlflow.pyfunc.PythonModel):
         self.calibration = Calibration.load(model_dir / THRESHOLD_FILE, expected_model_id=self.detector.model_id)
         preprocessor = model_dir / PREPROCESSOR_FILE  # tabular models: the prepare stage's fitted scaler and vocabularies
         self.preprocessor = TabularPreprocessor.load(preprocessor) if preprocessor.is_file() else None
+        self.series = SeriesScorer(model_dir, self.detector) if (model_dir / "series_transform.json").is_file() else None
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        inputs = self._features(model_input) if self.preprocessor is not None else self._images(model_input)
-        scores = self.detector.score(inputs)
+        if self.series is not None:
+            scores = self.series.point_scores(pd.DataFrame(model_input))
+        else:
+            inputs = self._features(model_input) if self.preprocessor is not None else self._images(model_input)
+            scores = self.detector.score(inputs)
         return pd.DataFrame({
             "score": scores,
             "p_value": self.calibration.p_values(scores),
@@ -54,6 +61,36 @@ class GadflowPyfunc(mlflow.pyfunc.PythonModel):
         if np.isnan(values).any() or values.min() < 0 or values.max() > 255:
             raise GadflowError("pixel values must be finite and within [0, 255]")
         return np.rint(values).astype(np.uint8).reshape(-1, *shape)
+
+
+class SeriesScorer:
+    """Raw sensor rows of one series -> point scores, with the transform and windowing the model was trained with."""
+
+    def __init__(self, model_dir: Path, detector) -> None:
+        import json
+
+        from models.series_transform import TRANSFORM_FILE, WINDOWING_FILE, SeriesTransform
+
+        self.detector = detector
+        self.transform = SeriesTransform.load(model_dir / TRANSFORM_FILE)
+        self.windowing = json.loads((model_dir / WINDOWING_FILE).read_text())
+
+    def point_scores(self, rows: pd.DataFrame) -> np.ndarray:
+        from models.errors import GadflowError
+        from models.windowing import point_scores, sliding_windows
+
+        channels = self.windowing["input_channels"]
+        missing = [c for c in channels if c not in rows.columns]
+        if missing:
+            raise GadflowError(f"input column '{missing[0]}' missing ({len(missing)} of the {len(channels)} sensor columns absent)")
+        values = self.transform.transform(rows[channels].to_numpy(dtype=np.float64))  # (T, K); checks NaN
+        w = self.windowing
+        windows = sliding_windows(values, w["seq_len"], w["stride"], w["tail"])  # needs T >= seq_len
+        window_scores = self.detector.score(windows[:])
+        scores = point_scores(window_scores, windows.starts, w["seq_len"], len(values), w["point_rule"])
+        if not np.isfinite(scores).all():
+            raise GadflowError(f"the last rows are covered by no window (tail rule '{w['tail']}'); send more rows")
+        return scores
 
 
 mlflow.models.set_model(GadflowPyfunc())

@@ -119,8 +119,10 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
 
 def _input_example(model_dir: Path) -> pd.DataFrame:
     """Images: two all-zero rows with the model's pixel columns p0 … p{C*H*W-1} (float).
-    Tabular: two raw records (numeric 0, each categorical column's first known value), as the preprocessor takes them."""
+    Tabular: two raw records (numeric 0, each categorical column's first known value), as the preprocessor takes them.
+    Window models: seq_len all-zero sensor rows with the training channel columns."""
     from models import load_detector
+    from models.series_transform import WINDOWING_FILE
     from models.tabular import TabularPreprocessor
 
     from models.tabular import PREPROCESSOR_FILE
@@ -128,6 +130,9 @@ def _input_example(model_dir: Path) -> pd.DataFrame:
     if (model_dir / PREPROCESSOR_FILE).is_file():
         pre = TabularPreprocessor.load(model_dir / PREPROCESSOR_FILE)
         return pd.DataFrame({c: [pre.categorical[c][0]] * 2 if c in pre.categorical else [0.0, 0.0] for c in pre.columns})
+    if (model_dir / WINDOWING_FILE).is_file():  # window models: one window's worth of sensor rows
+        windowing = json.loads((model_dir / WINDOWING_FILE).read_text())
+        return pd.DataFrame(np.zeros((windowing["seq_len"], len(windowing["input_channels"]))), columns=windowing["input_channels"])
     detector = load_detector(model_dir, device="cpu")
     n = int(np.prod(detector.input_shape))
     if n <= 0:

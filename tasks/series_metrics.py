@@ -75,6 +75,15 @@ def series_report(labels: np.ndarray, scores: np.ndarray, flagged: np.ndarray) -
     }
 
 
+def random_flags(n_points: int, flagged_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Flags (n_points,) of uniformly random scores at the threshold that flags ``flagged_fraction`` of the points."""
+    if not 0.0 <= flagged_fraction <= 1.0:
+        raise GadflowError(f"flagged_fraction must be in [0, 1] (got {flagged_fraction})")
+    flags = np.zeros(n_points, dtype=np.int8)
+    flags[rng.permutation(n_points)[: int(round(flagged_fraction * n_points))]] = 1
+    return flags
+
+
 def random_point_adjusted_f1(labels: np.ndarray, flagged_fraction: float, seed: int = 0) -> float:
     """Point-adjusted F1 of uniformly random scores that flag the same fraction of points.
 
@@ -82,12 +91,8 @@ def random_point_adjusted_f1(labels: np.ndarray, flagged_fraction: float, seed: 
     of flags, no information in the scores.
     """
     labels = _binary("labels", labels)
-    if not 0.0 <= flagged_fraction <= 1.0:
-        raise GadflowError(f"flagged_fraction must be in [0, 1] (got {flagged_fraction})")
-    n_flagged = int(round(flagged_fraction * labels.shape[0]))
-    flagged = np.zeros(labels.shape[0], dtype=np.int8)
-    flagged[np.random.default_rng(seed).permutation(labels.shape[0])[:n_flagged]] = 1
-    return threshold_metrics(labels, point_adjust(labels, flagged))["f1"]
+    flags = random_flags(labels.shape[0], flagged_fraction, np.random.default_rng(seed))
+    return threshold_metrics(labels, point_adjust(labels, flags))["f1"]
 
 
 def skab_aggregate(per_file: list[dict[str, int]]) -> dict[str, float]:

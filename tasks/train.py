@@ -57,7 +57,7 @@ def reuse_finished_gan(detector, train_inputs: np.ndarray, paths: dict[str, Path
 
 @task(cache_policy=NONE, persist_result=False)
 def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -> Path:
-    """Train ``params.model`` on the normal training images; return the saved model folder."""
+    """Train ``params.model`` on the normal training samples (images, rows or windows); return the saved model folder."""
     data = load_prepared(data_dir)
     detector_cls = get_detector(params.model)
     detector = detector_cls(detector_cls.config_for(data.input_shape, **params.detector_fields()))
@@ -65,7 +65,7 @@ def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -
     log.info("%s: training %s on %d samples %s, device %s", name, params.model, len(data.train), data.input_shape, detector.device)
 
     def save_epoch_grid(record, samples: np.ndarray) -> None:
-        if not detector.is_image:  # tabular samples have no picture; the losses are in history.json
+        if not detector.is_image:  # feature rows and windows have no picture; the losses are in history.json
             return
         losses = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in record.as_dict().items() if k.startswith("loss_"))
         title = f"{name}: fixed-noise samples after epoch {record.epoch} (loss {losses})"
@@ -85,4 +85,9 @@ def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -
         from models.tabular import PREPROCESSOR_FILE
 
         atomic_write_text(paths["model"] / PREPROCESSOR_FILE, (data_dir / PREPROCESSOR_FILE).read_text())
+    if data.kind == "series":  # the scaling / PCA fitted on the training series travels with the weights
+        from models.series_transform import TRANSFORM_FILE, WINDOWING_FILE
+
+        atomic_write_text(paths["model"] / TRANSFORM_FILE, (data_dir / TRANSFORM_FILE).read_text())
+        atomic_write_text(paths["model"] / WINDOWING_FILE, json.dumps({**data.schema["windowing"], "input_channels": data.schema["input_channels"]}))
     return paths["model"]

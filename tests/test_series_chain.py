@@ -1,0 +1,126 @@
+"""The experiment tasks on a small SMD-layout series: prepare -> train MAD-GAN -> calibrate -> score -> evaluate.
+
+Checks what only the chain shows: thresholds fitted on calibration *points*, one score per test point,
+the named time-series metrics with the random reference, the timeline figure, and the transform in the model folder.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.calibrate import calibrate_model
+from tasks.config import CalibrateParams, DatasetSpec, EvaluateParams, Experiment, Params, PrepareParams, SeriesParams, TrainParams
+from tasks.evaluate import evaluate_scores
+from tasks.prepare import load_prepared, prepare_dataset
+from tasks.score import POINTS_FILE, score_test_set
+from tasks.train import train_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+SHA = "0" * 64
+
+
+def write_machine(root, machine: str, seed: int) -> np.ndarray:
+    """38 metrics: smooth periodic load plus noise; the test file has three bursts of spikes. Returns the test labels."""
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi, size=38)
+
+    def signal(n: int, offset: int) -> np.ndarray:
+        t = np.arange(offset, offset + n)[:, None]
+        return 0.5 + 0.3 * np.sin(2 * np.pi * t / 40 + phase) + rng.normal(0, 0.02, size=(n, 38))
+
+    train, test = signal(1200, 0), signal(600, 1200)
+    labels = np.zeros(600, dtype=int)
+    for start in (100, 300, 480):
+        test[start : start + 15, :10] += 0.8
+        labels[start : start + 15] = 1
+    for part, values in (("train", train), ("test", test)):
+        (root / part).mkdir(parents=True, exist_ok=True)
+        np.savetxt(root / part / f"{machine}.txt", values, fmt="%.6f", delimiter=",")
+    (root / "test_label").mkdir(exist_ok=True)
+    (root / "test_label" / f"{machine}.txt").write_text("\n".join(map(str, labels)) + "\n")
+    (root / "interpretation_label").mkdir(exist_ok=True)
+    (root / "interpretation_label" / f"{machine}.txt").write_text("100-115:1,2\n300-315:3\n480-495:4,5\n")
+    return labels
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("series")
+    write_machine(root / "raw", "machine-1-1", seed=0)
+    spec = DatasetSpec.model_validate({"format": "smd", "base_url": "https://example.invalid/",
+                                       "files": {f"{p}_m": {"file": f"{p}/machine-1-1.txt", "sha256": SHA} for p in ("train", "test", "test_label", "interpretation_label")}})
+    data_dir = prepare_dataset.fn("smd", PrepareParams(source="smd", calibration_fraction=0.25, series=SeriesParams(seq_len=20, stride=5)),
+                                  spec, root / "raw", root / "prepared")
+    train = TrainParams(data="smd", model="madgan", device="cpu", epochs=8, batch_size=32, latent_dim=4, lr_g=1e-3, lr_d=1e-3,
+                        search={"lr_theta": 0.0, "n_seeds": 2, "steps": 20, "lr_z": 0.1}, madgan={"hidden_dim": 32, "normaliser_windows": 64})
+    exp = Experiment(name="smd-madgan", train=train, calibrate=CalibrateParams(mc_samples=200), evaluate=EvaluateParams())
+    out = root / "outputs"
+    model_dir = train_model.fn(exp.name, exp.train, data_dir, out)
+    calibrate_model.fn(exp.calibrate, model_dir, data_dir, out)
+    scores = score_test_set.fn(model_dir, data_dir, out)
+    report = evaluate_scores.fn(exp.name, exp.evaluate, scores, model_dir, data_dir, out)
+    return {"exp": exp, "raw": root / "raw", "data": load_prepared(data_dir), "model": model_dir, "out": out, "report": report}
+
+
+def test_one_score_per_test_point_and_flags_at_the_threshold(chain):
+    points = pd.read_parquet(chain["out"] / POINTS_FILE)
+    assert len(points) == 600 and points["t"].tolist() == list(range(600))  # align_end: every point scored
+    threshold = json.loads((chain["model"] / "threshold.json").read_text())["thresholds"]["calibration"]
+    assert (points["is_anomaly"] == (points["score"] > threshold)).all()
+    windows = pd.read_parquet(chain["out"] / "scores.parquet")
+    assert len(windows) == len(chain["data"].test) and set(windows["class"]) == {"machine-1-1"}
+
+
+def test_calibration_threshold_comes_from_calibration_points(chain):
+    calibration = json.loads((chain["model"] / "threshold.json").read_text())
+    assert len(calibration["calibration_scores"]) == 300  # the last 25 % of 1,200 training rows, one score per point
+
+
+def test_report_has_the_named_series_metrics_and_the_random_reference(chain):
+    metrics = json.loads((chain["report"] / "metrics.json").read_text())
+    overall = metrics["series"]["overall"]
+    for key in ("pointwise_f1", "pointwise_precision", "pointwise_recall", "point_adjusted_f1", "point_adjusted_f1_random_scores",
+                "event_recall", "auroc", "auprc"):
+        assert key in overall and np.isfinite(overall[key])
+    assert metrics["counts"]["test"] == 600 and metrics["series"]["aggregated_over_series"]["files"] == 1
+    # The bursts are obvious: the trained detector ranks them far above chance.
+    assert overall["auroc"] > 0.9, overall
+    assert (chain["report"] / "plots" / "series_scores.png").stat().st_size > 0
+
+
+def test_the_fitted_transform_travels_with_the_model(chain):
+    assert (chain["model"] / "series_transform.json").read_text() == (chain["data"].folder / "series_transform.json").read_text()
+    windowing = json.loads((chain["model"] / "windowing.json").read_text())
+    assert windowing["seq_len"] == 20 and windowing["input_channels"] == [f"metric_{i}" for i in range(1, 39)]
+
+
+def test_registered_model_scores_raw_sensor_rows(chain, tmp_path, monkeypatch):
+    """The pyfunc takes the raw rows of a series (the training channels' columns) and returns one score per row,
+    equal to the pipeline's point scores of the same series."""
+    import mlflow
+
+    from models.errors import GadflowError
+    from tasks.register import register_model
+    from tasks.smd import read_smd_values
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    registry = Params.model_fields["registry"].default_factory()
+    model_uri = register_model.fn(chain["exp"], registry, chain["model"], chain["report"], chain["out"])
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(model_uri)
+    rows = pd.DataFrame(read_smd_values(chain["raw"] / "test" / "machine-1-1.txt"), columns=[f"metric_{i}" for i in range(1, 39)])
+    predicted = model.predict(rows)
+    expected = pd.read_parquet(chain["out"] / POINTS_FILE)
+    assert len(predicted) == 600
+    np.testing.assert_allclose(predicted["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(predicted["is_anomaly"].to_numpy(), expected["is_anomaly"].to_numpy())
+    with pytest.raises(Exception, match="metric_38"):  # MLflow's signature check answers first
+        model.predict(rows.drop(columns=["metric_38"]))
+    with pytest.raises(GadflowError, match="shorter than one window"):
+        model.predict(rows.iloc[:5])
