@@ -61,30 +61,53 @@ class SeriesTransform:
     def n_outputs(self) -> int:
         return int(self.components.shape[0]) if self.components is not None else self.n_inputs
 
-    def fit(self, train: np.ndarray) -> "SeriesTransform":
-        """Fit scaling (and PCA) on the training series (T, C) only."""
-        from sklearn.decomposition import PCA
+    def fit(self, train: np.ndarray | list[np.ndarray]) -> "SeriesTransform":
+        """Fit scaling (and PCA) on the training series only: one (T, C) array, or several, never concatenated."""
+        parts = [train] if isinstance(train, np.ndarray) else list(train)
+        if not parts:
+            raise GadflowError("training series: none given")
+        n_channels = int(np.shape(parts[0])[-1])
 
-        train = _check_series(train, None, "training series")
+        def checked():  # each part as checked float64 (T_i, C), one at a time: no copy of the whole training set
+            for i, part in enumerate(parts):
+                yield _check_series(part, n_channels, f"training series {i}")
+
+        n = sum(len(p) for p in parts)
         if self.scaling == "minmax":
-            self.offset = train.min(axis=0)
-            span = train.max(axis=0) - self.offset
-        elif self.scaling == "standard":
-            self.offset = train.mean(axis=0)
-            span = train.std(axis=0)
+            lows, highs = zip(*((p.min(axis=0), p.max(axis=0)) for p in checked()))
+            self.offset = np.min(lows, axis=0)
+            span = np.max(highs, axis=0) - self.offset
+        elif self.scaling == "standard":  # pooled over the parts: mean, then the mean squared deviation from it
+            self.offset = sum(p.sum(axis=0) for p in checked()) / n
+            span = np.sqrt(sum(((p - self.offset) ** 2).sum(axis=0) for p in checked()) / n)
         elif self.scaling == "none":
-            self.offset = np.zeros(train.shape[1])
-            span = np.ones(train.shape[1])
+            list(checked())  # still refuse NaN and wrong shapes
+            self.offset = np.zeros(n_channels)
+            span = np.ones(n_channels)
         else:
             raise GadflowError(f"scaling must be 'minmax', 'standard' or 'none' (got {self.scaling!r})")
         self.scale = np.where(span < CONSTANT_SPAN, 1.0, span)
         if self.pca_components is not None:
-            if not 1 <= self.pca_components <= train.shape[1]:
-                raise GadflowError(f"pca_components must be between 1 and the channel count {train.shape[1]} (got {self.pca_components})")
-            pca = PCA(n_components=self.pca_components, svd_solver="full").fit((train - self.offset) / self.scale)
-            self.pca_mean = pca.mean_
-            self.components = pca.components_
-            self.explained_variance_ratio = [float(v) for v in pca.explained_variance_ratio_]
+            if not 1 <= self.pca_components <= n_channels:
+                raise GadflowError(f"pca_components must be between 1 and the channel count {n_channels} (got {self.pca_components})")
+            # Exact PCA of the pooled, scaled training rows from accumulated sums: n, Σx and XᵀX (C × C) over the parts,
+            # then the eigenvectors of the covariance, largest first. No part is held twice.
+            total, outer = np.zeros(n_channels), np.zeros((n_channels, n_channels))
+            for p in checked():
+                scaled = (p - self.offset) / self.scale
+                total += scaled.sum(axis=0)
+                outer += scaled.T @ scaled
+            mean = total / n
+            covariance = outer / n - np.outer(mean, mean)
+            eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
+            order = np.argsort(eigenvalues, kind="stable")[::-1][: self.pca_components]
+            components = eigenvectors[:, order].T  # (K, C)
+            largest = components[np.arange(len(components)), np.abs(components).argmax(axis=1)]
+            components *= np.where(largest < 0, -1.0, 1.0)[:, None]  # a fixed sign: each axis's largest loading is positive
+            self.pca_mean = mean
+            self.components = components
+            variance = np.clip(eigenvalues, 0.0, None)
+            self.explained_variance_ratio = [float(v) for v in variance[order] / max(float(variance.sum()), 1e-300)]
         return self
 
     def transform(self, values: np.ndarray) -> np.ndarray:

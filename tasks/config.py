@@ -160,6 +160,12 @@ class SeriesParams(Strict):
     scaling: Literal["minmax", "standard", "none"] = "minmax"
     pca_components: Annotated[int, Field(ge=1, le=10_000)] | None = None  # keep the top principal components (MAD-GAN); None = all channels
 
+    @model_validator(mode="after")
+    def _windows_cover_every_point(self) -> "SeriesParams":
+        if self.stride > self.seq_len:
+            raise ValueError(f"stride {self.stride} > seq_len {self.seq_len} leaves points between windows unscored")
+        return self
+
 
 class PrepareParams(Strict):
     """One-class split: train = normal training samples minus a seeded normal calibration split."""
@@ -341,6 +347,9 @@ class Params(Strict):
             if tabular and train.model not in TABULAR_MODELS:
                 raise ValueError(f"train.{name}.model: '{train.model}' takes images, but '{train.data}' is tabular; use one of {', '.join(TABULAR_MODELS)}")
             series = source in self.download and self.download[source].format in SERIES_FORMATS
+            if series and name in self.calibrate and self.calibrate[name].label_method == "monte_carlo":
+                raise ValueError(f"calibrate.{name}.label_method: a time series labels time points, and the Monte Carlo threshold "
+                                 "is a quantile of generated windows' scores; use 'calibration' (the calibration series' point scores)")
             if series != (train.model in SERIES_MODELS):
                 wanted = f"use one of {', '.join(SERIES_MODELS)}" if series else f"'{train.model}' takes windows of a time series"
                 raise ValueError(f"train.{name}.model: '{train.data}' is {'a time series' if series else 'not a time series'}; {wanted}")

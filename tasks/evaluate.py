@@ -79,6 +79,7 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
         frame = pd.read_parquet(Path(scores_path).parent / POINTS_FILE)
     labels, scores = frame["label"].to_numpy(), frame["score"].to_numpy()
     calibration = Calibration.load(model_dir / THRESHOLD_FILE)
+    detector = load_detector(model_dir)
     mc_scores = np.load(out_dir / "calibration" / MC_SCORES_FILE)
 
     per_method = {}
@@ -106,6 +107,10 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
 
         metrics["counts"]["windows_test"] = int(len(data.test_labels))
         metrics["series"] = series_metrics(frame, calibration.threshold)
+        if hasattr(detector, "channel_residuals"):  # SMD's root-cause labels: hit@k of the residual ranking
+            from .series_attribution import attribution_hits
+
+            metrics["series"]["attribution"] = attribution_hits(data, detector)
         metrics["protocol"] += "; point scores are the " + data.schema["windowing"]["point_rule"] + " of the covering windows' scores"
     summary = {
         "experiment": name,
@@ -120,7 +125,6 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
     if "paper_protocol" in metrics:
         paper = metrics["paper_protocol"]
         summary["interpretation"] += f" Under the {paper['name']}: precision {paper['precision']:.3f}, recall {paper['recall']:.3f}, F1 {paper['f1']:.3f}."
-    detector = load_detector(model_dir)
     if hasattr(detector, "search_trajectory"):  # latent-search scores: Monte Carlo samples double as a convergence check
         summary["search_convergence"] = search_convergence(mc_scores, np.asarray(calibration.calibration_scores))
     atomic_write_text(report / METRICS_FILE, json.dumps(metrics, indent=1))

@@ -83,14 +83,16 @@ class SeriesScorer:
         missing = [c for c in channels if c not in rows.columns]
         if missing:
             raise GadflowError(f"input column '{missing[0]}' missing ({len(missing)} of the {len(channels)} sensor columns absent)")
-        values = self.transform.transform(rows[channels].to_numpy(dtype=np.float64))  # (T, K); checks NaN
+        # float32 first, as the prepare stage stores raw values: the latent search's restarts are keyed by the
+        # window's bytes, so the same rows must give the same bytes to give the pipeline's scores.
+        raw = rows[channels].to_numpy(dtype=np.float32)
+        values = self.transform.transform(raw)  # (T, K); refuses NaN
         w = self.windowing
-        windows = sliding_windows(values, w["seq_len"], w["stride"], w["tail"])  # needs T >= seq_len
+        # Serving scores every row: one more window always ends at the last row (tail rule 'align_end', whatever
+        # the training data used; the tail rule only decides which windows exist, not what a window is).
+        windows = sliding_windows(values, w["seq_len"], w["stride"], "align_end")  # needs T >= seq_len
         window_scores = self.detector.score(windows[:])
-        scores = point_scores(window_scores, windows.starts, w["seq_len"], len(values), w["point_rule"])
-        if not np.isfinite(scores).all():
-            raise GadflowError(f"the last rows are covered by no window (tail rule '{w['tail']}'); send more rows")
-        return scores
+        return point_scores(window_scores, windows.starts, w["seq_len"], len(values), w["point_rule"])
 
 
 mlflow.models.set_model(GadflowPyfunc())

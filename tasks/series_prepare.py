@@ -1,4 +1,4 @@
-"""Prepare stage for multivariate time series (SKAB, SMD): splits, train-only scaling/PCA, parquet.
+"""Prepare stage for multivariate time series (SKAB, SMD): splits, train-only scaling/PCA, Arrow files.
 
 train  = the normal training series minus its chronological tail
 calib  = that tail (``calibration_fraction`` of each training series): thresholds are fitted on it
@@ -27,13 +27,13 @@ from models.series_transform import TRANSFORM_FILE, SeriesTransform
 
 from .config import DatasetSpec, PrepareParams, SeriesParams
 from .files import atomic_write_text, staged_dir
-from .series_store import Series, write_split
+from .series_store import Series, split_writer
 from .skab import SKAB_LABELS, SKAB_SENSORS, TRAIN_ROWS, read_skab_csv
 from .smd import SMD_METRICS, read_smd_machine
 
 log = logging.getLogger(__name__)
 
-SERIES_FILES = {"train": "train.parquet", "calib": "calib.parquet", "test": "test.parquet"}
+SERIES_FILES = {"train": "train.arrow", "calib": "calib.arrow", "test": "test.arrow"}
 INTERPRETATION_FILE = "interpretation.json"
 SCHEMA = "schema.json"  # the same name as tasks.prepare.SCHEMA
 
@@ -96,13 +96,7 @@ def prepare_series(name: str, params: PrepareParams, spec: DatasetSpec, raw: Pat
             raise GadflowError(f"{name}/{series_name}: test series of {len(s.values)} rows is shorter than one window (seq_len {settings.seq_len})")
 
     # Fitted on the training part only: calib and test are transformed with it, never fitted on.
-    transform = SeriesTransform(settings.scaling, settings.pca_components).fit(np.concatenate(list(train.values())))
-    zero = lambda v: np.zeros(len(v), dtype=np.int8)  # noqa: E731  (training data is unlabelled: all normal)
-    splits = {
-        "train": {k: Series(transform.transform(v), zero(v)) for k, v in train.items()},
-        "calib": {k: Series(transform.transform(v), zero(v)) for k, v in calib.items()},
-        "test": {k: Series(transform.transform(s.values), s.labels) for k, s in test_raw.items()},
-    }
+    transform = SeriesTransform(settings.scaling, settings.pca_components).fit(list(train.values()))
     channels = SKAB_SENSORS if spec.format == "skab" else [f"metric_{i + 1}" for i in range(SMD_METRICS)]
     schema = {
         "name": name,
@@ -127,11 +121,21 @@ def prepare_series(name: str, params: PrepareParams, spec: DatasetSpec, raw: Pat
         **notes,
     }
     with staged_dir(out_dir) as staging:
-        for key, file in SERIES_FILES.items():
-            write_split(staging / file, splits[key])
+        # One series at a time: transformed, written, and its raw rows released, so the data is never held twice.
+        with split_writer(staging / SERIES_FILES["train"]) as train_out, split_writer(staging / SERIES_FILES["calib"]) as calib_out, \
+                split_writer(staging / SERIES_FILES["test"]) as test_out:
+            for series_name in list(test_raw):
+                if series_name in train:
+                    part, held_out = train.pop(series_name), calib.pop(series_name)
+                    train_out.write(series_name, Series(transform.transform(part), np.zeros(len(part), dtype=np.int8)))  # unlabelled: normal
+                    calib_out.write(series_name, Series(transform.transform(held_out), np.zeros(len(held_out), dtype=np.int8)))
+                    del train_raw[series_name], part, held_out
+                test = test_raw.pop(series_name)
+                test_out.write(series_name, Series(transform.transform(test.values), test.labels))
+                del test
         transform.save(staging / TRANSFORM_FILE)
         if interpretation:
             atomic_write_text(staging / INTERPRETATION_FILE, json.dumps(interpretation))
         atomic_write_text(staging / SCHEMA, json.dumps(schema, indent=1))
-    log.info("%s: %d series; train %d, calib %d, test %d points (%d anomalous); windows %s", name, len(test_raw), *schema["counts"].values(), schema["shape"])
+    log.info("%s: %d series; train %d, calib %d, test %d points (%d anomalous); windows %s", name, len(schema["series"]), *schema["counts"].values(), schema["shape"])
     return out_dir

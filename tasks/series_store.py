@@ -1,28 +1,32 @@
-"""Parquet storage of prepared multivariate series, read back memory-mapped without copies.
+"""Arrow storage of prepared multivariate series, memory-mapped back without copies.
 
-A split (train, calib or test) is a set of named series. It is stored as one parquet file with a row
-per time point:
+A split (train, calib or test) is a set of named series, stored as one uncompressed Arrow IPC file
+with one record batch per series, in order, each named in its batch metadata:
 
-    series: string (dictionary-encoded)  t: int64  values: fixed_size_list<float32>[C]  label: int8
+    t: int64    values: fixed_size_list<float32>[C]    label: int8      (one row per time point)
 
-Windows are not stored: they are zero-copy views of the series (``models.windowing``), so a split
-sits in memory once, however small the stride. ``read_split`` memory-maps the file; the values of
-each series are a (T, C) view of the file's float32 buffer (no copy when the file is uncompressed
-and written by ``write_split``).
+Series are written one at a time (``SplitWriter``), so preparing a dataset never holds a second copy
+of it. ``read_split`` memory-maps the file: each series' values are a (T, C) float32 view of the
+mapped file, and windows are views of those (``models.windowing``), so a split sits in memory once,
+and only the pages actually read are loaded.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from models.checkpoint import default_mode
 from models.errors import GadflowError
 
-from .files import atomic_write_bytes
+NAME_KEY = b"gadflow.series"  # record-batch metadata: the series name
 
 
 @dataclass(frozen=True)
@@ -31,59 +35,89 @@ class Series:
     labels: np.ndarray  # (T,) int8: 1 = anomalous point (all 0 for unlabelled training data)
 
 
+def _schema(n_channels: int) -> pa.Schema:
+    return pa.schema([("t", pa.int64()), ("values", pa.list_(pa.float32(), n_channels)), ("label", pa.int8())])
+
+
+class SplitWriter:
+    """Appends series to one split file, each as its own record batch named in the batch's metadata; see ``split_writer``."""
+
+    def __init__(self, sink, path: Path) -> None:
+        self._sink, self._path = sink, path
+        self._writer = None  # opened with the first series, when the channel count is known
+        self.names: list[str] = []
+        self.n_channels: int | None = None
+
+    def write(self, name: str, series: Series) -> None:
+        values, labels = series.values, series.labels
+        if values.ndim != 2 or labels.shape != (values.shape[0],):
+            raise GadflowError(f"{self._path}: series '{name}' needs values (T, C) and labels (T,), got {values.shape} and {labels.shape}")
+        if self.n_channels is not None and values.shape[1] != self.n_channels:
+            raise GadflowError(f"{self._path}: every series of a split needs the same channel count, got {self.n_channels} and {values.shape[1]}")
+        if name in self.names:
+            raise GadflowError(f"{self._path}: series '{name}' written twice")
+        if self._writer is None:
+            self.n_channels = values.shape[1]
+            self._writer = pa.ipc.new_file(self._sink, _schema(self.n_channels))
+        flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1), type=pa.float32())
+        batch = pa.record_batch([pa.array(np.arange(len(labels), dtype=np.int64)), pa.FixedSizeListArray.from_arrays(flat, self.n_channels),
+                                 pa.array(labels.astype(np.int8))], schema=_schema(self.n_channels))
+        self._writer.write_batch(batch, custom_metadata={NAME_KEY: name.encode()})  # on disk now; nothing is kept
+        self.names.append(name)
+
+    def close(self) -> None:
+        if self._writer is None:
+            raise GadflowError(f"{self._path}: a split needs at least one series")
+        self._writer.close()
+
+
+@contextmanager
+def split_writer(path: Path) -> Iterator[SplitWriter]:
+    """Write a split atomically: a temp file beside ``path``, renamed over it only when every series is in."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink:
+            writer = SplitWriter(sink, path)
+            yield writer
+            writer.close()
+        with open(tmp, "rb+") as fh:  # on disk before it is visible under its name
+            os.fsync(fh.fileno())
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_split(path: Path, series: dict[str, Series]) -> Path:
     """Write the named series of one split to ``path`` atomically."""
-    if not series:
-        raise GadflowError(f"{path}: a split needs at least one series")
-    channels = {s.values.shape[1] for s in series.values()}
-    if len(channels) != 1:
-        raise GadflowError(f"{path}: every series of a split needs the same channel count, got {sorted(channels)}")
-    (n_channels,) = channels
-    names, times, values, labels = [], [], [], []
-    for name, s in series.items():
-        if s.values.ndim != 2 or s.labels.shape != (s.values.shape[0],):
-            raise GadflowError(f"{path}: series '{name}' needs values (T, C) and labels (T,), got {s.values.shape} and {s.labels.shape}")
-        names.append(np.full(len(s.labels), name, dtype=object))
-        times.append(np.arange(len(s.labels), dtype=np.int64))
-        values.append(np.ascontiguousarray(s.values, dtype=np.float32).reshape(-1))
-        labels.append(s.labels.astype(np.int8))
-    flat = pa.array(np.concatenate(values), type=pa.float32())
-    table = pa.table({
-        "series": pa.array(np.concatenate(names), type=pa.string()).dictionary_encode(),
-        "t": pa.array(np.concatenate(times)),
-        "values": pa.FixedSizeListArray.from_arrays(flat, n_channels),
-        "label": pa.array(np.concatenate(labels)),
-    })
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="none", use_dictionary=["series"])  # uncompressed: readable by memory map
-    return atomic_write_bytes(Path(path), sink.getvalue().to_pybytes())
+    with split_writer(path) as writer:
+        for name, s in series.items():
+            writer.write(name, s)
+    return Path(path)
 
 
 def read_split(path: Path) -> dict[str, Series]:
-    """The named series of a split, in file order; values are read-only views where possible."""
+    """The named series of a split, in stored order; values and labels are read-only views of the mapped file."""
     path = Path(path)
     if not path.is_file():
         raise GadflowError(f"{path}: prepared series not found (run the prepare stage)")
-    table = pq.read_table(path, memory_map=True)
-    missing = {"series", "t", "values", "label"} - set(table.column_names)
-    if missing:
-        raise GadflowError(f"{path}: not a prepared series file (missing columns {sorted(missing)})")
-    n_channels = table.schema.field("values").type.list_size
-    values = table.column("values").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, n_channels)  # (N, C)
-    labels = table.column("label").to_numpy()
-    names = table.column("series").combine_chunks()
-    if isinstance(names, pa.DictionaryArray):
-        codes, dictionary = names.indices.to_numpy(zero_copy_only=False), names.dictionary.to_pylist()
-    else:
-        dictionary = sorted(set(names.to_pylist()))
-        codes = np.array([dictionary.index(n) for n in names.to_pylist()])
-    # Series are stored contiguously: find each one's [start, end) from where the code changes.
-    change = np.flatnonzero(np.diff(codes)) + 1
-    starts, ends = np.concatenate([[0], change]), np.concatenate([change, [len(codes)]])
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        n_channels = reader.schema.field("values").type.list_size
+    except (pa.ArrowInvalid, KeyError, AttributeError):
+        raise GadflowError(f"{path}: not a prepared series file (expected an Arrow file written by the prepare stage)") from None
+    if reader.num_record_batches == 0:
+        raise GadflowError(f"{path}: holds no series")
     out: dict[str, Series] = {}
-    for start, end in zip(starts, ends):
-        name = dictionary[codes[start]]
-        if name in out:
-            raise GadflowError(f"{path}: series '{name}' is not stored contiguously")
-        out[name] = Series(values[start:end], labels[start:end])
+    for i in range(reader.num_record_batches):
+        batch, metadata = reader.get_batch_with_custom_metadata(i)
+        if metadata is None or NAME_KEY not in metadata:
+            raise GadflowError(f"{path}: record batch {i} has no series name (not written by the prepare stage)")
+        name = metadata[NAME_KEY].decode()
+        values = batch.column(1).flatten().to_numpy(zero_copy_only=True).reshape(-1, n_channels)  # (T, C), mapped
+        out[name] = Series(values, batch.column(2).to_numpy(zero_copy_only=True))
     return out

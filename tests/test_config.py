@@ -266,6 +266,7 @@ def _with_madgan(good: dict, data: str) -> dict:
     (lambda g: g["prepare"]["skab"]["series"].update(machines=["machine-1-2"]), "series.machines: only for smd datasets"),
     (lambda g: g["prepare"]["smd"]["series"].update(train_rows=400), "series.train_rows: only for skab datasets"),
     (lambda g: g["prepare"]["smd"]["series"].update(seq_len=1), "prepare.smd.series.seq_len"),
+    (lambda g: g["prepare"]["smd"]["series"].update(seq_len=10, stride=11), "stride 11 > seq_len 10 leaves points between windows unscored"),
 ])
 def test_series_prepare_errors(tmp_path, good, edit, message):
     bad = copy.deepcopy(good)
@@ -282,3 +283,6 @@ def test_models_must_match_the_data_kind(tmp_path, good):
     bad["train"][EXP]["data"] = "skab"
     assert "'skab' is a time series; use one of madgan" in load_error(write(tmp_path, bad))
     assert load_params(write(tmp_path, _with_madgan(good, "smd"))).train["x-madgan"].model == "madgan"
+    bad = _with_madgan(good, "smd")
+    bad["calibrate"]["x-madgan"] = {"label_method": "monte_carlo"}
+    assert "calibrate.x-madgan.label_method: a time series labels time points" in load_error(write(tmp_path, bad))

@@ -92,6 +92,19 @@ def test_report_has_the_named_series_metrics_and_the_random_reference(chain):
     assert (chain["report"] / "plots" / "series_scores.png").stat().st_size > 0
 
 
+def test_attribution_ranks_sensors_for_each_labelled_range(chain):
+    from tasks.series_attribution import random_hit_probability
+
+    attribution = json.loads((chain["report"] / "metrics.json").read_text())["series"]["attribution"]
+    assert attribution["ranges"] == 3
+    # Ranges label 2, 1 and 2 of 38 sensors: the random-ranking figure is exact.
+    expected = np.mean([random_hit_probability(38, n, 3) for n in (2, 1, 2)])
+    assert attribution["hit@3_random_ranking"] == pytest.approx(expected)
+    assert random_hit_probability(38, 2, 1) == pytest.approx(2 / 38)
+    # The bursts sit on sensors 1-10 and every labelled sensor is among them: top-ranked sensors should be there.
+    assert attribution["hit@5"] >= attribution["hit@5_random_ranking"]
+
+
 def test_the_fitted_transform_travels_with_the_model(chain):
     assert (chain["model"] / "series_transform.json").read_text() == (chain["data"].folder / "series_transform.json").read_text()
     windowing = json.loads((chain["model"] / "windowing.json").read_text())

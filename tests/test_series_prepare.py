@@ -48,7 +48,7 @@ def test_smd_splits_are_chronological_and_windows_come_from_the_stored_series(tm
     out = prepare_dataset.fn("smd", smd_params(), smd_spec(["machine-1-1", "machine-1-2"]), raw, tmp_path / "prepared")
     data = load_prepared(out)
     assert data.kind == "series" and data.input_shape == (10, 38)
-    train, calib = read_split(out / "train.parquet"), read_split(out / "calib.parquet")
+    train, calib = read_split(out / "train.arrow"), read_split(out / "calib.arrow")
     transform = SeriesTransform.load(out / "series_transform.json")
     original = np.loadtxt(raw / "train" / "machine-1-1.txt", delimiter=",")
     # The last 25 % of each training file is its calibration series, in time order.
@@ -70,8 +70,8 @@ def test_the_transform_is_fitted_on_training_rows_only(tmp_path):
         prepare_dataset.fn("smd", smd_params(), smd_spec(["machine-1-1"]), tmp_path / folder / "raw", tmp_path / folder / "prepared")
     a, b = (tmp_path / f / "prepared" for f in ("a", "b"))
     assert (a / "series_transform.json").read_text() == (b / "series_transform.json").read_text()
-    np.testing.assert_array_equal(read_split(a / "calib.parquet")["machine-1-1"].values, read_split(b / "calib.parquet")["machine-1-1"].values)
-    shifted = read_split(b / "test.parquet")["machine-1-1"].values - read_split(a / "test.parquet")["machine-1-1"].values
+    np.testing.assert_array_equal(read_split(a / "calib.arrow")["machine-1-1"].values, read_split(b / "calib.arrow")["machine-1-1"].values)
+    shifted = read_split(b / "test.arrow")["machine-1-1"].values - read_split(a / "test.arrow")["machine-1-1"].values
     assert shifted.min() > 40  # the test rows moved; nothing fitted followed them
 
 

@@ -1,4 +1,4 @@
-"""Prepared-series parquet: round trip, series order and boundaries, one buffer for all series, clear errors."""
+"""Prepared-series Arrow files: round trip, series order, memory-mapped read-only views, atomic writes, clear errors."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def series(n: int, channels: int, seed: int, anomalous: slice | None = None) -> 
 
 def test_round_trip_keeps_names_order_values_and_labels(tmp_path):
     split = {"valve1/0": series(50, 3, 0, slice(10, 20)), "b": series(7, 3, 1), "a": series(31, 3, 2, slice(0, 1))}
-    back = read_split(write_split(tmp_path / "test.parquet", split))
+    back = read_split(write_split(tmp_path / "test.arrow", split))
     assert list(back) == ["valve1/0", "b", "a"]
     for name, s in split.items():
         np.testing.assert_array_equal(back[name].values, s.values)
@@ -30,9 +30,10 @@ def test_round_trip_keeps_names_order_values_and_labels(tmp_path):
         assert back[name].values.dtype == np.float32 and back[name].labels.dtype == np.int8
 
 
-def test_all_series_are_views_of_one_buffer_and_windows_add_no_copy(tmp_path):
-    back = read_split(write_split(tmp_path / "s.parquet", {"x": series(100, 4, 0), "y": series(100, 4, 1)}))
-    assert back["x"].values.base is back["y"].values.base is not None  # both are slices of the one (N, C) array
+def test_series_are_read_only_views_of_the_mapped_file_and_windows_add_no_copy(tmp_path):
+    back = read_split(write_split(tmp_path / "s.arrow", {"x": series(100, 4, 0), "y": series(100, 4, 1)}))
+    for s in back.values():
+        assert not s.values.flags.writeable and not s.values.flags.owndata  # views of the memory map, not copies
     windows = sliding_windows(back["x"].values, 30, 10)
     assert np.shares_memory(windows.view(), back["x"].values)
 
@@ -44,13 +45,13 @@ def test_all_series_are_views_of_one_buffer_and_windows_add_no_copy(tmp_path):
 ])
 def test_bad_splits_are_refused(tmp_path, split, message):
     with pytest.raises(GadflowError, match=message):
-        write_split(tmp_path / "bad.parquet", split)
-    assert not (tmp_path / "bad.parquet").exists()
+        write_split(tmp_path / "bad.arrow", split)
+    assert not (tmp_path / "bad.arrow").exists()
 
 
 def test_reading_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
     with pytest.raises(GadflowError, match="run the prepare stage"):
-        read_split(tmp_path / "none.parquet")
+        read_split(tmp_path / "none.arrow")
     pq.write_table(pa.table({"a": [1, 2]}), tmp_path / "other.parquet")
-    with pytest.raises(GadflowError, match="missing columns"):
+    with pytest.raises(GadflowError, match="not a prepared series file"):
         read_split(tmp_path / "other.parquet")

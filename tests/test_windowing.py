@@ -166,3 +166,17 @@ def test_transform_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(GadflowError, match="not a gadflow series transform"):
         SeriesTransform.load(tmp_path / "bad.json")
+
+
+def test_pca_over_several_series_equals_pca_of_their_concatenation():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(2)
+    parts = [rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) for _ in range(3)]  # each series has its own directions
+    fitted = SeriesTransform("standard", 3).fit(parts)
+    whole = np.concatenate(parts)
+    scaled = (whole - whole.mean(axis=0)) / whole.std(axis=0)
+    reference = PCA(n_components=3, svd_solver="full").fit(scaled)
+    np.testing.assert_allclose(np.abs(fitted.components), np.abs(reference.components_), atol=1e-8)
+    np.testing.assert_allclose(fitted.explained_variance_ratio, reference.explained_variance_ratio_, atol=1e-10)
+    np.testing.assert_allclose(SeriesTransform("standard", 3).fit(whole).components, fitted.components, atol=1e-10)  # one array or parts: same fit
