@@ -37,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="use the smoke params")
     parser.add_argument("--plain-dvc", action="store_true", help="time bare `dvc repro` (a temporary Prefect server per stage)")
+    parser.add_argument("--log", type=Path, help="also write the first repro's output here (its log lines carry the time of day)")
     args = parser.parse_args()
     command = [str(BIN / "dvc"), "repro"] if args.plain_dvc else [str(BIN / "gadflow"), "repro"]
     with tempfile.TemporaryDirectory(prefix="gadflow-walltime-") as tmp:
@@ -49,6 +50,8 @@ def main() -> None:
                    GADFLOW_DATA_MIRROR=os.environ.get("GADFLOW_DATA_MIRROR", str(REPO.parent / "shared" / "datasets")),
                    DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1")
         first_s, first = timed(command, clone, env)
+        if args.log is not None:
+            args.log.write_text(first.stdout + first.stderr)
         if first.returncode != 0:
             sys.stderr.write(first.stdout[-3000:] + first.stderr[-3000:])
             raise SystemExit(f"{' '.join(command[-2:])} failed with exit code {first.returncode}")
@@ -65,6 +68,11 @@ def main() -> None:
         "stages": stages,
         "auroc": {name: round(m["auroc"], 4) for name, m in metrics.items()},
         "achieved_fpr": {name: {method: round(v["fpr"], 4) for method, v in m["thresholds"].items()} for name, m in metrics.items()},
+        "precision_recall_f1": {name: [round(m[k], 4) for k in ("precision", "recall", "f1")] for name, m in metrics.items()},
+        "series": {name: {"f1_far_mar_summed_over_series": [round(m["series"]["aggregated_over_series"][k], 4) for k in ("f1", "far", "mar")],
+                          "auprc": round(m["auprc"], 4), "event_recall": round(m["series"]["overall"]["event_recall"], 4),
+                          "point_adjusted_f1_and_random": [round(m["series"]["overall"][k], 4) for k in ("point_adjusted_f1", "point_adjusted_f1_random_scores")]}
+                   for name, m in metrics.items() if "series" in m},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }))
 

@@ -86,7 +86,7 @@ def _entry(loaded, section: str, name: str, params: Path):
 @app.command()
 @user_errors
 def download(name: str = typer.Argument(..., help="a dataset key of params.yaml `download`"), params: Path = ParamsOption) -> None:
-    """Fetch a declared dataset (or copy it from $GADFLOW_DATA_MIRROR) and verify its checksums."""
+    """Fetch a declared dataset (or copy it from $GADFLOW_DATA_MIRROR; SWaT / WADI: from $GADFLOW_SWAT_DIR / $GADFLOW_WADI_DIR) and verify its checksums."""
     from tasks.config import load_params
     from tasks.download import download_dataset
     from tasks.layout import raw_dir

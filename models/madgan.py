@@ -4,7 +4,9 @@ Inputs are float windows (N, seq_len, C), already scaled by the windowing stage'
 travels with the model). Networks:
     G: z (B, seq_len, latent_dim) -> LSTM -> linear -> window (B, seq_len, C)   (one latent per time step)
     D: window (B, seq_len, C) -> LSTM -> linear -> one logit per time step (B, seq_len)
-Training is the non-saturating GAN game on windows of normal data.
+Training is the non-saturating GAN game on windows of normal data. For image sequences (``frame_shape``
+set: each time step is a flattened (C, H, W) frame) a small CNN per frame sits between the pixels and
+the LSTMs (``models.frame_nets``); everything else is the same.
 
 Score (the DR-score): λ·discrimination + (1 − λ)·reconstruction, both per window:
 - discrimination = 1 − mean_t sigmoid(D(x)_t), how fake D finds the window;
@@ -29,6 +31,7 @@ from .adversarial import AdversarialDetector, EncoderGANConfig
 from .base import evaluating
 from .device import derived_generator
 from .errors import GadflowError
+from .frame_nets import FrameLSTMDiscriminator, FrameLSTMGenerator, check_frame_shape
 from .latent_search import LatentSearch, LatentSearchConfig, frozen, initial_latents, sample_keys
 
 NORMALISER_STREAM = 10_004  # derived_generator stream choosing the training windows the score terms are standardised on
@@ -47,6 +50,7 @@ class MADGANConfig(EncoderGANConfig):
     memory_budget_mb: float = 1024.0
     max_pairs_per_chunk: int = 768
     normaliser_windows: int = 512  # training windows the two score terms are standardised on
+    frame_shape: tuple[int, ...] | None = None  # image sequences: each time step is a (C, H, W) frame, CNNs feed the LSTMs
 
     scoring_fields = ("dr_lambda", "n_seeds", "steps", "lr_z", "search_seed", "memory_budget_mb", "max_pairs_per_chunk", "normaliser_windows")
 
@@ -54,6 +58,9 @@ class MADGANConfig(EncoderGANConfig):
         super().__post_init__()
         if len(self.input_shape) != 2:
             raise GadflowError(f"madgan takes windows (seq_len, channels); this data has sample shape {self.input_shape}")
+        if self.frame_shape is not None:
+            self.frame_shape = tuple(int(v) for v in self.frame_shape)
+            check_frame_shape(self.frame_shape, self.input_shape[1])
         if not 0.0 <= self.dr_lambda <= 1.0:
             raise GadflowError(f"dr_lambda must be in [0, 1], got {self.dr_lambda}")
 
@@ -114,8 +121,12 @@ class MADGANDetector(AdversarialDetector):
     def build_networks(self) -> None:
         cfg = self.config
         seq_len, channels = cfg.input_shape
-        self.generator = LSTMGenerator(seq_len, channels, cfg.latent_dim, cfg.hidden_dim, cfg.num_layers)
-        self.discriminator = LSTMDiscriminator(channels, cfg.hidden_dim, cfg.num_layers)
+        if cfg.frame_shape is None:
+            self.generator = LSTMGenerator(seq_len, channels, cfg.latent_dim, cfg.hidden_dim, cfg.num_layers)
+            self.discriminator = LSTMDiscriminator(channels, cfg.hidden_dim, cfg.num_layers)
+        else:  # image sequences: a CNN per frame between the pixels and the LSTMs (models.frame_nets)
+            self.generator = FrameLSTMGenerator(seq_len, cfg.frame_shape, cfg.latent_dim, cfg.hidden_dim, cfg.num_layers, cfg.base_channels)
+            self.discriminator = FrameLSTMDiscriminator(cfg.frame_shape, cfg.hidden_dim, cfg.num_layers, cfg.base_channels)
         self.normaliser = ScoreNormaliser()
 
     def networks(self):

@@ -39,10 +39,11 @@ def _check_series(values: np.ndarray, n_channels: int | None, what: str) -> np.n
 
 @dataclass
 class SeriesTransform:
-    """x (T, C) → ((x − offset) / scale) @ components.T − pca_mean projection, (T, K)."""
+    """x (T, C) → u = log1p(x) if log1p else x → ((u − offset) / scale − pca_mean) @ components.T, (T, K)."""
 
     scaling: Scaling = "minmax"
     pca_components: int | None = None  # keep this many principal components; None = no PCA
+    log1p: bool = False  # a fixed log(1 + x) before scaling (heavy-tailed counts); needs every x > −1
     offset: np.ndarray | None = field(default=None, repr=False)  # (C,)
     scale: np.ndarray | None = field(default=None, repr=False)  # (C,)
     pca_mean: np.ndarray | None = field(default=None, repr=False)  # (C,)
@@ -70,7 +71,7 @@ class SeriesTransform:
 
         def checked():  # each part as checked float64 (T_i, C), one at a time: no copy of the whole training set
             for i, part in enumerate(parts):
-                yield _check_series(part, n_channels, f"training series {i}")
+                yield self._pre(_check_series(part, n_channels, f"training series {i}"), f"training series {i}")
 
         n = sum(len(p) for p in parts)
         if self.scaling == "minmax":
@@ -114,17 +115,26 @@ class SeriesTransform:
         """(T, C) → (T, K) float32 with the fitted parameters; never refits."""
         if not self.fitted:
             raise GadflowError("series transform used before it was fitted")
-        values = _check_series(values, self.n_inputs, "series")
+        values = self._pre(_check_series(values, self.n_inputs, "series"), "series")
         scaled = (values - self.offset) / self.scale
         if self.components is not None:
             scaled = (scaled - self.pca_mean) @ self.components.T
         return scaled.astype(np.float32)
 
+    def _pre(self, values: np.ndarray, what: str) -> np.ndarray:
+        """(T, C) float64 -> log1p(values) when configured; a value ≤ −1 has no logarithm and is refused."""
+        if not self.log1p:
+            return values
+        bad = np.argwhere(values <= -1.0)
+        if bad.size:
+            raise GadflowError(f"{what}: value {values[tuple(bad[0])]} at row {bad[0][0]}, channel {bad[0][1]} is ≤ −1; log1p needs x > −1")
+        return np.log1p(values)
+
     def to_dict(self) -> dict:
         if not self.fitted:
             raise GadflowError("series transform saved before it was fitted")
         arrays = {k: (None if getattr(self, k) is None else getattr(self, k).tolist()) for k in ("offset", "scale", "pca_mean", "components")}
-        return {"format": FORMAT, "scaling": self.scaling, "pca_components": self.pca_components,
+        return {"format": FORMAT, "scaling": self.scaling, "pca_components": self.pca_components, "log1p": self.log1p,
                 "explained_variance_ratio": self.explained_variance_ratio, **arrays}
 
     @classmethod
@@ -132,7 +142,7 @@ class SeriesTransform:
         if data.get("format") != FORMAT:
             raise GadflowError(f"not a gadflow series transform (format {data.get('format')!r}, expected {FORMAT})")
         arrays = {k: (None if data[k] is None else np.asarray(data[k], dtype=np.float64)) for k in ("offset", "scale", "pca_mean", "components")}
-        return cls(scaling=data["scaling"], pca_components=data["pca_components"],
+        return cls(scaling=data["scaling"], pca_components=data["pca_components"], log1p=bool(data.get("log1p", False)),
                    explained_variance_ratio=data["explained_variance_ratio"], **arrays)
 
     def save(self, path: Path) -> Path:

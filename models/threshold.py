@@ -1,9 +1,10 @@
 """Thresholds and conformal p-values. Scores are 'higher = more anomalous' everywhere.
 
-Two label-free thresholds at a nominal false-positive rate alpha:
+Label-free thresholds at a nominal false-positive rate alpha:
 - Monte Carlo: the (1 - alpha) quantile of the scores of N samples drawn from the generator;
-- calibration: the conformal (1 - alpha) quantile of the scores of a held-out normal split.
-Both are fitted on model samples or normal calibration data only, never on test data, and
+- calibration: the conformal (1 - alpha) quantile of the scores of a held-out normal split;
+- pot: peaks over threshold, a generalised Pareto tail fitted to that same normal split.
+All are fitted on model samples or normal calibration data only, never on test data, and
 saved as JSON next to the weights so they travel with the model.
 """
 
@@ -19,8 +20,9 @@ import numpy as np
 
 from .errors import GadflowError
 
-ThresholdMethod = Literal["monte_carlo", "calibration"]
+ThresholdMethod = Literal["monte_carlo", "calibration", "pot"]
 THRESHOLD_FILE = "threshold.json"  # saved in the model folder, beside model.pt
+POT_MIN_EXCESSES = 10  # fewest scores above the POT level that a Pareto fit is trusted on
 
 
 def mc_threshold(mc_scores: np.ndarray, nominal_fpr: float) -> float:
@@ -46,6 +48,51 @@ def conformal_threshold(calibration_scores: np.ndarray, nominal_fpr: float) -> f
     return float(scores[rank - 1])
 
 
+def pot_threshold(calibration_scores: np.ndarray, nominal_fpr: float, initial_quantile: float) -> float:
+    """Peaks over threshold (Siffer et al., KDD 2017, the batch POT step of SPOT).
+
+    t = the ``initial_quantile`` empirical quantile of the normal calibration scores; the N_t excesses
+    y = s - t of the scores s > t are fitted by a generalised Pareto distribution (location 0, shape γ,
+    scale σ, maximum likelihood); with q = nominal_fpr and n scores, the threshold is
+
+        z = t + (σ / γ) · ((q · n / N_t)^(-γ) - 1),   or   z = t - σ · ln(q · n / N_t)   as γ -> 0,
+
+    the score exceeded with probability q under the fitted tail. The point of POT: it extrapolates the
+    tail, so it works at nominal FPRs smaller than the calibration split resolves empirically (the
+    conformal threshold needs n >= 1/alpha - 1 samples; POT needs about 10 / (1 - initial_quantile)).
+    """
+    from scipy.stats import genpareto  # here, not at the top: the served model loads this module without scipy
+
+    scores = _finite_1d(calibration_scores, "calibration scores")
+    if not initial_quantile < 1.0 - nominal_fpr:
+        raise GadflowError(
+            f"POT: initial_quantile {initial_quantile:g} must be below 1 - nominal_fpr = {1.0 - nominal_fpr:g} "
+            "(the tail is fitted above that level and extrapolated to the nominal FPR)"
+        )
+    n = scores.size
+    t = float(np.quantile(scores, initial_quantile))
+    excesses = np.sort(scores[scores > t] - t)  # sorted: the fit does not depend on the order of the scores
+    if excesses.size < POT_MIN_EXCESSES:
+        raise GadflowError(
+            f"POT: {excesses.size} of {n} calibration scores exceed the initial_quantile {initial_quantile:g} level; "
+            f"need at least {POT_MIN_EXCESSES} (about {math.ceil(round(POT_MIN_EXCESSES / (1.0 - initial_quantile), 6))} scores)"
+        )
+    ratio = nominal_fpr * n / excesses.size  # the target tail probability, relative to the share above t
+    if ratio >= 1.0:  # ties at t can leave fewer excesses than the quantile promises
+        raise GadflowError(
+            f"POT: only {excesses.size} of {n} calibration scores exceed the initial level, fewer than "
+            f"nominal_fpr x n = {nominal_fpr * n:.3g}; lower initial_quantile"
+        )
+    gamma, _, sigma = genpareto.fit(excesses, floc=0.0)
+    if abs(gamma) < 1e-9:
+        z = t - sigma * math.log(ratio)
+    else:
+        z = t + (sigma / gamma) * (ratio ** (-gamma) - 1.0)
+    if not math.isfinite(z):
+        raise GadflowError(f"POT: the generalised Pareto fit failed (shape {gamma:.3g}, scale {sigma:.3g})")
+    return float(z)
+
+
 def conformal_p_values(scores: np.ndarray, calibration_scores: np.ndarray) -> np.ndarray:
     """p(x) = (1 + #{calibration scores >= s(x)}) / (n + 1), in (0, 1]; small = anomalous."""
     cal = np.sort(_finite_1d(calibration_scores, "calibration scores"))
@@ -62,7 +109,7 @@ class Calibration:
     method: ThresholdMethod  # which threshold labels predictions
     thresholds: dict[str, float]  # method -> threshold
     calibration_scores: list[float] = field(repr=False)  # sorted normal-split scores, for p-values
-    mc_summary: dict[str, float] = field(default_factory=dict)
+    mc_summary: dict[str, float | str] = field(default_factory=dict)  # series: applies_to 'windows'
 
     @property
     def threshold(self) -> float:

@@ -1,4 +1,4 @@
-"""params.yaml schema: one section per stage, validated once at load.
+"""params.yaml schema: one section per stage, validated once at load (data sections: ``tasks.config_data``).
 
 An unknown key, a wrong type or an out-of-range value stops with one line that names the key
 and what is allowed (``ParamsError``), never a traceback.
@@ -11,171 +11,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from models.errors import GadflowError
+from .config_data import (  # noqa: F401  (re-exported: the schema is imported from tasks.config)
+    NAME, Name, TABULAR_FORMATS, SERIES_FORMATS, USER_DATA_ENV, SMD_PARTS, ParamsError, Strict,
+    FileSpec, DatasetSpec, GenerateParams, KDD99Protocol, SeriesParams, ImageSequenceParams, PrepareParams,
+)
 
-NAME = r"^[a-z0-9][a-z0-9_-]*$"  # dataset and experiment names (used as folder and model names)
-Name = Annotated[str, Field(pattern=NAME)]
-
-
-TABULAR_FORMATS = ("kdd99",)  # dataset formats whose samples are feature rows, not images
-SERIES_FORMATS = ("skab", "smd")  # dataset formats of multivariate time series (samples are windows)
 SERIES_MODELS = ("madgan",)  # models that take windows
-SMD_PARTS = ("train", "test", "test_label", "interpretation_label")
 TABULAR_MODELS = ("egbad", "ganomaly")  # models with networks for feature rows as well as images
-
-
-class ParamsError(GadflowError):
-    """params.yaml is invalid."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --- download --------------------------------------------------------------------------------
-class FileSpec(Strict):
-    """One file of a dataset: where it comes from and what it must hash to."""
-
-    # path on disk and in the mirror, relative to the dataset folder; may name sub-folders ("valve1/0.csv")
-    file: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    urls: Annotated[list[Annotated[str, Field(pattern=r"^(https?|file)://\S+$")]], Field(min_length=1)]  # canonical first
-
-
-class DatasetSpec(Strict):
-    """A dataset declaration. Formats and the file roles they need:
-
-    - ``idx``: train_images, train_labels, test_images, test_labels (IDX, optionally gzipped);
-    - ``png_folder``: archive (.tar.gz/.tgz/.tar/.zip) holding train/normal/, test/normal/ and
-      test/anomalous/ folders of PNG images, all of one size and channel count;
-    - ``rgbd_npy``: train_normal, test_normal, test_anomalous, each an N×H×W×4 uint8 .npy (R, G, B, depth);
-    - ``rgbd_png``: archive with the png_folder layout holding <id>_rgb.png (8-bit RGB) and
-      <id>_depth.png (16-bit) pairs; depth is mapped from ``depth_range`` to 0..255;
-    - ``kdd99``: train (the 10% file) and test (the labelled `corrected` file), headerless
-      comma-separated KDD Cup 99 records, optionally gzipped (a tabular dataset).
-    """
-
-    format: Literal["idx", "png_folder", "rgbd_npy", "rgbd_png", "kdd99", "skab", "smd"]
-    depth_range: tuple[float, float] | None = None  # rgbd_png only: raw 16-bit depth values mapped to 0 and 255
-    mirror_dir: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] | None = None  # folder under GADFLOW_DATA_MIRROR (default: the dataset's name)
-    # Files without `urls` are fetched from base_url + their `file` path (the canonical raw-file URL pattern).
-    base_url: Annotated[str, Field(pattern=r"^(https?|file)://\S+/$")] | None = None
-    files: dict[str, FileSpec]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _urls_from_base(cls, data):
-        if isinstance(data, dict) and data.get("base_url") and isinstance(data.get("files"), dict):
-            data = {**data, "files": {role: ({**f, "urls": [data["base_url"] + f.get("file", "")]} if isinstance(f, dict) and "urls" not in f else f)
-                                      for role, f in data["files"].items()}}
-        return data
-
-    @model_validator(mode="after")
-    def _roles(self) -> "DatasetSpec":
-        if self.format in SERIES_FORMATS:
-            return self._series_roles()
-        needed = {
-            "idx": {"train_images", "train_labels", "test_images", "test_labels"},
-            "png_folder": {"archive"},
-            "rgbd_npy": {"train_normal", "test_normal", "test_anomalous"},
-            "rgbd_png": {"archive"},
-            "kdd99": {"train", "test"},
-        }[self.format]
-        if set(self.files) != needed:
-            raise ValueError(f"format '{self.format}' needs exactly the files {sorted(needed)}, got {sorted(self.files)}")
-        if (self.format == "rgbd_png") != (self.depth_range is not None):
-            raise ValueError("depth_range: required for format rgbd_png (and only there), e.g. [300, 5000]")
-        if self.depth_range is not None and not self.depth_range[0] < self.depth_range[1]:
-            raise ValueError(f"depth_range: needs min < max, got {list(self.depth_range)}")
-        return self
-
-    def _series_roles(self) -> "DatasetSpec":
-        """skab: any number of experiment files (.csv); smd: train/, test/, test_label/ and interpretation_label/ of each machine."""
-        if self.depth_range is not None:
-            raise ValueError("depth_range: only for format rgbd_png")
-        if self.format == "skab":
-            bad = [f.file for f in self.files.values() if not f.file.endswith(".csv")]
-            if bad or not self.files:
-                raise ValueError(f"format 'skab' needs one or more .csv files{f', got {bad[0]}' if bad else ''}")
-            return self
-        parts = {}
-        for role, f in self.files.items():
-            part, _, machine = f.file.removesuffix(".txt").partition("/")
-            if part not in SMD_PARTS or not machine or "/" in machine or not f.file.endswith(".txt"):
-                raise ValueError(f"files.{role}: smd files are <part>/<machine>.txt with part one of {', '.join(SMD_PARTS)} (got {f.file})")
-            parts.setdefault(machine, set()).add(part)
-        incomplete = {m: sorted(set(SMD_PARTS) - p) for m, p in parts.items() if p != set(SMD_PARTS)}
-        if incomplete:
-            machine, missing = next(iter(incomplete.items()))
-            raise ValueError(f"format 'smd': machine {machine} lacks {', '.join(missing)}")
-        return self
-
-    def smd_machines(self) -> list[str]:
-        """The machines an smd dataset declares, in declaration order."""
-        return list(dict.fromkeys(f.file.removesuffix(".txt").partition("/")[2] for f in self.files.values()))
-
-
-class GenerateParams(Strict):
-    """The generated RGB-D set: boxes (normal) vs spheres (anomalous), ray-cast with depth."""
-
-    kind: Literal["boxes_vs_spheres"] = "boxes_vs_spheres"
-    size: Annotated[int, Field(ge=8, le=256, multiple_of=4)] = 32
-    n_train: Annotated[int, Field(ge=2, le=1_000_000)] = 3000
-    n_test_normal: Annotated[int, Field(ge=1, le=1_000_000)] = 500
-    n_test_anomalous: Annotated[int, Field(ge=1, le=1_000_000)] = 500
-    seed: int = 0
-
-
-# --- prepare ---------------------------------------------------------------------------------
-class KDD99Protocol(Strict):
-    """How a kdd99 dataset is split (the EGBAD / ALAD / DAGMM paper protocol by default).
-
-    The rows whose label is in ``anomaly_labels`` are the anomaly class; every other row is the
-    inlier class the model trains on. A seeded ``test_fraction`` of the 10% file is the test half
-    (or, with ``test_file: corrected``, the labelled `corrected` file is the test set).
-    """
-
-    anomaly_labels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = ["normal."]
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
-    test_file: Literal["split", "corrected"] = "split"
-    numeric_transform: Literal["log1p", "none"] = "log1p"  # applied to numeric columns before min-max scaling
-
-
-class SeriesParams(Strict):
-    """How a time-series dataset becomes windows (MAD-GAN's defaults: seq_len 30, stride 10).
-
-    The training series is split chronologically: its last ``calibration_fraction`` (PrepareParams) is
-    the normal calibration series. Scaling and PCA are fitted on the training part only.
-    """
-
-    machines: Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")]], Field(min_length=1)] | None = None  # smd: which machines (default: all declared)
-    train_rows: Annotated[int, Field(ge=2)] | None = None  # skab: normal rows at the start of each file (SKAB's protocol: 400)
-    seq_len: Annotated[int, Field(ge=2, le=10_000)] = 30
-    stride: Annotated[int, Field(ge=1, le=10_000)] = 10
-    tail: Literal["align_end", "drop"] = "align_end"  # align_end: one more window ends at the last point, so every point is scored
-    label_rule: Literal["any", "last", "majority"] = "any"  # a window is anomalous when any (its last, most) point is
-    point_rule: Literal["mean", "max"] = "max"  # a point's score from the windows covering it
-    scaling: Literal["minmax", "standard", "none"] = "minmax"
-    pca_components: Annotated[int, Field(ge=1, le=10_000)] | None = None  # keep the top principal components (MAD-GAN); None = all channels
-
-    @model_validator(mode="after")
-    def _windows_cover_every_point(self) -> "SeriesParams":
-        if self.stride > self.seq_len:
-            raise ValueError(f"stride {self.stride} > seq_len {self.seq_len} leaves points between windows unscored")
-        return self
-
-
-class PrepareParams(Strict):
-    """One-class split: train = normal training samples minus a seeded normal calibration split."""
-
-    source: Name  # a key of `download` or of `generate`
-    normal_classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]  # idx labels that are normal
-    calibration_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
-    seed: int = 0
-    kdd99: KDD99Protocol | None = None  # kdd99 sources only (defaults apply when absent)
-    series: SeriesParams | None = None  # time-series sources only (skab, smd; defaults apply when absent)
 
 
 # --- train / calibrate / evaluate per experiment ---------------------------------------------
@@ -271,8 +115,7 @@ class TrainParams(Strict):
         fields = self.model_dump(exclude={"data", "model", "search", "egbad", "ganomaly", "madgan", "discriminator_norm"})
         if self.model in ("dcgan", "adgan", "anogan"):
             fields["discriminator_norm"] = self.discriminator_norm
-        if self.model == "madgan":
-            fields.pop("base_channels")
+        if self.model == "madgan":  # base_channels: the frame CNNs' width, on image sequences
             fields.update({k: getattr(self.search, k) for k in MADGAN_SEARCH_FIELDS}, search_seed=self.search.seed)
             fields.update((self.madgan or MADGANParams()).model_dump())
             return fields
@@ -290,8 +133,19 @@ class TrainParams(Strict):
 class CalibrateParams(Strict):
     mc_samples: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
     nominal_fpr: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
-    label_method: Literal["calibration", "monte_carlo"] = "calibration"
+    label_method: Literal["calibration", "monte_carlo", "pot"] = "calibration"
+    pot_initial_quantile: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9  # POT fits the calibration scores' tail above this quantile
     seed: int = 1
+
+    @model_validator(mode="after")
+    def _pot_level_below_target(self) -> "CalibrateParams":
+        # Checked when POT labels or its level is set: otherwise POT is only reported, and skipped with a warning
+        # when nominal_fpr is too large for the default level.
+        pot_wanted = self.label_method == "pot" or "pot_initial_quantile" in self.model_fields_set
+        if pot_wanted and not self.pot_initial_quantile < 1.0 - self.nominal_fpr:
+            raise ValueError(f"pot_initial_quantile: {self.pot_initial_quantile:g} must be below 1 - nominal_fpr = {1.0 - self.nominal_fpr:g} "
+                             "(POT fits the tail above that quantile and extrapolates it to the nominal FPR)")
+        return self
 
 
 class EvaluateParams(Strict):
@@ -329,8 +183,13 @@ class Params(Strict):
             if prep.kdd99 is not None and not is_kdd99:
                 raise ValueError(f"prepare.{name}.kdd99: only for kdd99 datasets; '{prep.source}' is not one")
             series_format = self.download[prep.source].format if prep.source in self.download else None
-            if prep.series is not None and series_format not in SERIES_FORMATS:
-                raise ValueError(f"prepare.{name}.series: only for time-series datasets ({', '.join(SERIES_FORMATS)}); '{prep.source}' is not one")
+            if prep.series is not None and series_format not in (*SERIES_FORMATS, "kdd99", "idx"):
+                raise ValueError(f"prepare.{name}.series: only for time-series datasets ({', '.join(SERIES_FORMATS)}), "
+                                 f"kdd99 read as a sequence and idx images made into sequences; '{prep.source}' is none of them")
+            if prep.sequences is not None and (series_format != "idx" or prep.series is None):
+                raise ValueError(f"prepare.{name}.sequences: only for an idx image source with a `series:` section (image sequences)")
+            if series_format == "idx" and prep.series is not None and (prep.series.scaling != "none" or prep.series.pca_components is not None):
+                raise ValueError(f"prepare.{name}.series: image sequences keep pixels / 255 as they are; set scaling: none and no pca_components")
             if prep.series is not None and prep.series.machines is not None:
                 if series_format != "smd":
                     raise ValueError(f"prepare.{name}.series.machines: only for smd datasets")
@@ -339,17 +198,19 @@ class Params(Strict):
                     raise ValueError(f"prepare.{name}.series.machines: {unknown[0]} is not declared in download.{prep.source}")
             if prep.series is not None and prep.series.train_rows is not None and series_format != "skab":
                 raise ValueError(f"prepare.{name}.series.train_rows: only for skab datasets")
+            if prep.series is not None and prep.series.skip_rows is not None and series_format not in USER_DATA_ENV:
+                raise ValueError(f"prepare.{name}.series.skip_rows: only for {' and '.join(USER_DATA_ENV)} datasets")
         for name, train in self.train.items():
             if train.data not in self.prepare:
                 raise ValueError(f"train.{name}.data: '{train.data}' is not a key of `prepare` ({', '.join(self.prepare)})")
             source = self.prepare[train.data].source
-            tabular = source in self.download and self.download[source].format in TABULAR_FORMATS
+            series = self.is_series(train.data)
+            tabular = source in self.download and self.download[source].format in TABULAR_FORMATS and not series
             if tabular and train.model not in TABULAR_MODELS:
                 raise ValueError(f"train.{name}.model: '{train.model}' takes images, but '{train.data}' is tabular; use one of {', '.join(TABULAR_MODELS)}")
-            series = source in self.download and self.download[source].format in SERIES_FORMATS
             if series and name in self.calibrate and self.calibrate[name].label_method == "monte_carlo":
                 raise ValueError(f"calibrate.{name}.label_method: a time series labels time points, and the Monte Carlo threshold "
-                                 "is a quantile of generated windows' scores; use 'calibration' (the calibration series' point scores)")
+                                 "is a quantile of generated windows' scores; use 'calibration' or 'pot' (both fitted on the calibration series' point scores)")
             if series != (train.model in SERIES_MODELS):
                 wanted = f"use one of {', '.join(SERIES_MODELS)}" if series else f"'{train.model}' takes windows of a time series"
                 raise ValueError(f"train.{name}.model: '{train.data}' is {'a time series' if series else 'not a time series'}; {wanted}")
@@ -359,6 +220,12 @@ class Params(Strict):
             if missing or extra:
                 raise ValueError(f"{section}: needs one entry per experiment in `train`; missing {sorted(missing)}, unknown {sorted(extra)}")
         return self
+
+    def is_series(self, prepared: str) -> bool:
+        """Whether prepare entry ``prepared`` makes windows of a time series: a series format, or kdd99 / idx with `series:`."""
+        prep = self.prepare[prepared]
+        fmt = self.download[prep.source].format if prep.source in self.download else None
+        return fmt in SERIES_FORMATS or prep.series is not None
 
     def experiment(self, name: str) -> "Experiment":
         if name not in self.train:

@@ -4,6 +4,10 @@ With GADFLOW_DATA_MIRROR set to a folder laid out like ../shared/datasets
 (``<mirror>/<dataset>/<file>``), files are copied from there instead of the network. A mirror may
 store a file gzip'd as ``<file>.gz`` (SMD's mirror does); it is decompressed on the way, and the
 declared sha256 is always that of the file itself, as the canonical URL serves it.
+
+SWaT and WADI (formats swat, wadi) are given out only on request by their owners, so they are never
+downloaded: their files are copied from the folder named by the dataset's variable (GADFLOW_SWAT_DIR /
+GADFLOW_WADI_DIR, or its ``user_dir_env``), and checked against their sha256 when one is declared.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from tqdm.auto import tqdm
 from models.checkpoint import default_mode
 from models.errors import GadflowError
 
-from .config import DatasetSpec, FileSpec
+from .config import USER_DATA_ENV, DatasetSpec, FileSpec
 from .files import staged_dir
 
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "GADFLOW_DATA_MIRROR"
 CHUNK = 1 << 20
+ITRUST_DATASETS = "https://itrust.sutd.edu.sg/itrust-labs_datasets/"
 
 
 class ChecksumError(GadflowError):
@@ -95,13 +100,13 @@ def fetch_file(spec: FileSpec, out_dir: Path, mirror: Path | None = None, retrie
     try:
         source = _fetch_to(tmp, spec, mirror, retries, backoff_s)
         actual = sha256_of(tmp)
-        if actual != spec.sha256:
+        if spec.sha256 is not None and actual != spec.sha256:
             raise ChecksumError(f"{spec.file}: sha256 mismatch (expected {spec.sha256[:12]}…, got {actual[:12]}…) from {source}; nothing was written")
         os.chmod(tmp, default_mode())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("%s: fetched from %s, checksum ok", target, source)
+    log.info("%s: fetched from %s, %s", target, source, "checksum ok" if spec.sha256 else f"sha256 {actual} (none declared; declare it to pin this copy)")
     return target
 
 
@@ -114,6 +119,24 @@ def mirror_for(name: str, spec: DatasetSpec) -> Path | None:
     return Path(root) / (spec.mirror_dir or name)
 
 
+def user_data_dir(spec: DatasetSpec) -> Path:
+    """swat, wadi: the folder named by the dataset's variable, holding every declared file; else one line saying what to do."""
+    variable = spec.user_dir_variable()
+    files = [f.file for f in spec.files.values()]
+    dataset = {"swat": "SWaT", "wadi": "WADI"}[spec.format]
+    how = (f"{dataset} is given out only on request by its owners: request it from iTrust, Singapore University of Technology and Design "
+           f"({ITRUST_DATASETS}), then set {variable} to the folder holding {' and '.join(files)}")
+    root = os.environ.get(variable)
+    if not root:
+        raise GadflowError(f"{variable} is not set. {how}")
+    if not Path(root).is_dir():
+        raise GadflowError(f"{variable}={root}: not a folder. {how}")
+    missing = [f for f in files if not (Path(root) / f).is_file()]
+    if missing:
+        raise GadflowError(f"{variable}={root}: {missing[0]} is not there. {how}")
+    return Path(root)
+
+
 def _already_verified(spec: DatasetSpec, out_dir: Path) -> bool:
     """True when ``out_dir`` holds exactly the declared files, each with its declared sha256."""
     if not out_dir.is_dir():
@@ -121,16 +144,19 @@ def _already_verified(spec: DatasetSpec, out_dir: Path) -> bool:
     present = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
     if present != {f.file for f in spec.files.values()}:
         return False
-    return all(sha256_of(out_dir / f.file) == f.sha256 for f in spec.files.values())
+    return all(f.sha256 is not None and sha256_of(out_dir / f.file) == f.sha256 for f in spec.files.values())  # undeclared: copied again
 
 
 @task(cache_policy=NONE, persist_result=False)
 def download_dataset(name: str, spec: DatasetSpec, out_dir: Path) -> Path:
     """Fetch every declared file of one dataset into ``out_dir`` (all verified, or an error)."""
-    mirror = mirror_for(name, spec)
+    user_data = spec.format in USER_DATA_ENV
+    mirror = None if user_data else mirror_for(name, spec)
     if _already_verified(spec, out_dir):
         log.info("%s: all %d files present in %s, checksums ok", name, len(spec.files), out_dir)
         return out_dir
+    if user_data:  # the user's folder stands in for the mirror, and nothing is downloaded
+        mirror = user_data_dir(spec)
     # Verified files land in a staging folder first, so a failure on the 3rd file leaves no half dataset.
     with staged_dir(out_dir) as staging:
         for spec_file in tqdm(list(spec.files.values()), desc=f"download {name}", unit="file", disable=None):

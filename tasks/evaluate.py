@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.json"
+THRESHOLD_METRICS = ("precision", "recall", "f1", "fpr", "tp", "fp", "fn", "tn")  # tasks.metrics.threshold_metrics' keys
+MC_ON_POINTS = ("the Monte Carlo threshold is a quantile of generated windows' scores; "
+                "a time series is labelled on points, so it has no point metrics")
 
 
 def _curve_csv(path: Path, frame: pd.DataFrame, max_points: int = 500) -> None:
@@ -84,7 +87,12 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
 
     per_method = {}
     for method, value in calibration.thresholds.items():
-        per_method[method] = {"threshold": value, **threshold_metrics(labels, scores > value)}
+        if data.kind == "series" and method == "monte_carlo":  # same keys as the others, no figures computed on points
+            per_method[method] = {"threshold": value, "applicable": False, "reason": MC_ON_POINTS,
+                                  **dict.fromkeys(THRESHOLD_METRICS, float("nan"))}
+        else:
+            per_method[method] = {"threshold": value, **threshold_metrics(labels, scores > value)}
+    on_test = {m: v for m, v in per_method.items() if v.get("applicable", True)}  # thresholds drawn on the test figures
     chosen = per_method[calibration.method]
     metrics = {
         "experiment": name,
@@ -134,9 +142,9 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
     score_histogram({"generated (Monte Carlo)": mc_scores, "normal calibration split": np.asarray(calibration.calibration_scores)},
                     calibration.thresholds, plots / "mc_histogram.png", f"{name}: Monte Carlo vs calibration scores")
     score_histogram({"test normal": scores[labels == 0], "test anomalous": scores[labels == 1]},
-                    calibration.thresholds, plots / "test_histogram.png", f"{name}: test scores by class")
-    roc_plot(labels, scores, {m: (v["fpr"], v["recall"]) for m, v in per_method.items()}, plots / "roc.png", f"{name}: ROC (AUROC {metrics['auroc']:.3f})")
-    pr_plot(labels, scores, {m: (v["recall"], v["precision"]) for m, v in per_method.items()}, plots / "pr.png", f"{name}: precision-recall (AUPRC {metrics['auprc']:.3f})")
+                    {m: v["threshold"] for m, v in on_test.items()}, plots / "test_histogram.png", f"{name}: test scores by class")
+    roc_plot(labels, scores, {m: (v["fpr"], v["recall"]) for m, v in on_test.items()}, plots / "roc.png", f"{name}: ROC (AUROC {metrics['auroc']:.3f})")
+    pr_plot(labels, scores, {m: (v["recall"], v["precision"]) for m, v in on_test.items()}, plots / "pr.png", f"{name}: precision-recall (AUPRC {metrics['auprc']:.3f})")
     fpr, tpr, _ = roc_curve(labels, scores)
     _curve_csv(report / "roc.csv", pd.DataFrame({"fpr": fpr, "tpr": tpr}))
     precision, recall, _ = precision_recall_curve(labels, scores)
@@ -147,7 +155,7 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
     if data.kind == "series":
         from .series_evaluate import series_figures
 
-        series_figures(name, frame, calibration.threshold, plots)
+        series_figures(name, frame, calibration.threshold, plots, data)
     log.info(summary["interpretation"])
     return report
 

@@ -39,6 +39,8 @@ KDD99_FEATURES = [
 ]
 KDD99_CATEGORICAL = ["protocol_type", "service", "flag"]
 KDD99_NUMERIC = [c for c in KDD99_FEATURES if c not in KDD99_CATEGORICAL]
+KDD99_BINARY = ["land", "logged_in", "is_host_login", "is_guest_login"]
+KDD99_CONTINUOUS = [c for c in KDD99_NUMERIC if c not in KDD99_BINARY]  # the 34 continuous features (MAD-GAN's KDD99 setup)
 LABEL = "label"
 KDD99_COLUMNS = [*KDD99_FEATURES, LABEL]
 

@@ -15,7 +15,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from models.checkpoint import atomic_write_bytes  # noqa: E402
 
-THRESHOLD_COLOURS = {"calibration": "tab:red", "monte_carlo": "tab:purple"}
+THRESHOLD_COLOURS = {"calibration": "tab:red", "monte_carlo": "tab:purple", "pot": "tab:olive"}
 
 
 def _save(fig, path: Path) -> Path:

@@ -195,14 +195,18 @@ def _source_files(spec: DatasetSpec | None, raw: Path) -> tuple[str, dict[str, P
 @task(cache_policy=NONE, persist_result=False)
 def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec | None, raw: Path, out_dir: Path) -> Path:
     """Build the one-class train / calib / test split of one dataset into ``out_dir`` (spec None: a generated set)."""
-    if spec is not None and spec.format == "kdd99":
+    if spec is not None and spec.format == "kdd99" and params.series is None:
         from .kdd99 import prepare_kdd99
 
         return prepare_kdd99(name, params, spec, raw, out_dir)
-    if spec is not None and spec.format in SERIES_FORMATS:
+    if spec is not None and (spec.format in SERIES_FORMATS or spec.format == "kdd99"):  # kdd99 with `series:`: one sequence
         from .series_prepare import prepare_series
 
         return prepare_series(name, params, spec, raw, out_dir)
+    if spec is not None and spec.format == "idx" and params.series is not None:
+        from .mnist_sequences import prepare_image_sequences
+
+        return prepare_image_sequences(name, params, spec, raw, out_dir)
     if params.series is not None:
         raise GadflowError(f"prepare.{name}.series: only for time-series datasets")
     if params.kdd99 is not None:

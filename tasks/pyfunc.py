@@ -6,7 +6,8 @@ Logged as an MLflow "model from code": MLflow runs this file at load time (with 
 predict(DataFrame of N rows × C*H*W raw pixel values in [0, 255], row-major (C, H, W)), or, for a
 tabular model, N raw records with the columns its preprocessor was fitted on (e.g. the 41 KDD99 fields),
 or, for a window model (MAD-GAN), N ≥ seq_len consecutive raw sensor rows of one series, in time order,
-with the training series' channel columns
+with the training series' channel columns (an image-sequence model: consecutive frames, one row of C·H·W
+pixel values / 255 each, columns px_0 ...)
   -> DataFrame with columns score (higher = more anomalous), p_value, is_anomaly: one row per input row
      (a window model's row scores are its point scores: the mean or max over the windows covering the row).
 """

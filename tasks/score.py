@@ -23,26 +23,29 @@ POINTS_FILE = "points.parquet"  # time series only: one row per scored test poin
 
 @task(cache_policy=NONE, persist_result=False)
 def score_test_set(model_dir: Path, data_dir: Path, out_dir: Path, batch_size: int = 512) -> Path:
-    """Columns: index, label (1 = anomaly), class, score, p_value, is_anomaly (windows, for a time series; its
-    points go to points.parquet)."""
+    """Columns: index, label (1 = anomaly), class, score, p_value, is_anomaly.
+
+    A time series' threshold and calibration scores are about points, so its window rows carry index, label,
+    class (the series) and score only; the points, with their p-values and flags, go to points.parquet."""
     detector = load_detector(model_dir)
     calibration = Calibration.load(model_dir / THRESHOLD_FILE, expected_model_id=detector.model_id)
     data = load_prepared(data_dir)
     scores = detector.score(np.asarray(data.test), batch_size=batch_size, progress=True)
-    table = pa.table({
+    columns = {
         "index": np.arange(len(scores), dtype=np.int64),
         "label": np.asarray(data.test_labels, dtype=np.int8),
         "class": data.test_classes if data.kind != "image" else np.asarray(data.test_classes, dtype=np.int16),  # str label / series | digit
         "score": scores,
-        "p_value": calibration.p_values(scores),
-        "is_anomaly": calibration.is_anomaly(scores),
-    })
-    path = write_parquet(table, out_dir / "scores.parquet")
+    }
+    if data.kind != "series":
+        columns.update(p_value=calibration.p_values(scores), is_anomaly=calibration.is_anomaly(scores))
+        log.info("scored %d test samples; %d flagged at threshold %.5g", len(scores), int(columns["is_anomaly"].sum()), calibration.threshold)
+    path = write_parquet(pa.table(columns), out_dir / "scores.parquet")
     if data.kind == "series":  # the time points the alerts are about: points.parquet beside the window scores
         from .series_scores import point_scores_by_series, points_table
 
-        points = points_table(data, point_scores_by_series(data, "test", scores), calibration.threshold)
+        points = points_table(data, point_scores_by_series(data, "test", scores), calibration)
         write_parquet(points, out_dir / POINTS_FILE)
-        log.info("mapped to %d test points; %d flagged", points.num_rows, int(points["is_anomaly"].to_numpy().sum()))
-    log.info("scored %d test samples; %d flagged at threshold %.5g", len(scores), int(table["is_anomaly"].to_numpy().sum()), calibration.threshold)
+        log.info("scored %d test windows, mapped to %d test points; %d flagged at threshold %.5g", len(scores), points.num_rows,
+                 int(points["is_anomaly"].to_numpy().sum()), calibration.threshold)
     return path

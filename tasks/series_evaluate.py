@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import ranking_metrics, threshold_metrics
-from .plots import series_timeline
+from .plots import image_grid, series_timeline
 from .series_metrics import point_adjust, random_flags, series_report, skab_aggregate
 
 RANDOM_REFERENCE_SEED = 0
@@ -27,11 +27,14 @@ def series_metrics(points: pd.DataFrame, threshold: float) -> dict:
     # Segments never span two series: point adjustment and events are computed within each series.
     per_series = {name: series_report(y, s, (s > threshold).astype(np.int8)) for name, y, s in groups}
     counts = [{k: r[f"pointwise_{k}"] for k in ("tp", "fp", "fn", "tn")} for r in per_series.values()]
+    pooled = skab_aggregate(counts)  # the per-series counts sum to the pooled point-wise counts
     rng = np.random.default_rng(RANDOM_REFERENCE_SEED)
     reference_flags = [random_flags(len(y), float(flagged.mean()) if len(flagged) else 0.0, rng) for _, y, _ in groups]
     events = sum(r["events"] for r in per_series.values())
     overall = {
-        **{k: v for k, v in series_report(labels, scores, flagged).items() if k.startswith(("pointwise_", "flagged"))},
+        **{f"pointwise_{k}": pooled[k] for k in ("precision", "recall", "f1")}, "pointwise_fpr": pooled["far"],
+        **{f"pointwise_{k}": pooled[k] for k in ("tp", "fp", "fn", "tn")},
+        "flagged_fraction": float(flagged.mean()) if len(flagged) else float("nan"),
         **ranking_metrics(labels, scores),
         "event_recall": sum(r["events_detected"] for r in per_series.values()) / events if events else float("nan"),
         "point_adjusted_f1": _pooled_point_adjusted_f1([y for _, y, _ in groups], [(s > threshold).astype(np.int8) for _, _, s in groups]),
@@ -39,7 +42,7 @@ def series_metrics(points: pd.DataFrame, threshold: float) -> dict:
     }
     return {
         "overall": overall,
-        "aggregated_over_series": skab_aggregate(counts),  # SKAB's convention: TP / FP / FN / TN summed over files
+        "aggregated_over_series": pooled,  # SKAB's convention: TP / FP / FN / TN summed over files
         "per_series": per_series,
         "mean_over_series": {k: float(np.nanmean([r[k] for r in per_series.values()]))
                              for k in ("pointwise_f1", "auroc", "auprc", "event_recall", "point_adjusted_f1")},
@@ -54,9 +57,20 @@ def _pooled_point_adjusted_f1(labels: list[np.ndarray], flags: list[np.ndarray])
     return threshold_metrics(np.concatenate(labels), adjusted)["f1"]
 
 
-def series_figures(name: str, points: pd.DataFrame, threshold: float, plots: Path, max_series: int = 4) -> None:
-    """Score over time with the labelled anomalies shaded, for the series with the most labelled anomaly points."""
+def series_figures(name: str, points: pd.DataFrame, threshold: float, plots: Path, data=None, max_series: int = 4, max_frames: int = 40) -> None:
+    """Score over time with the labelled anomalies shaded, for the series with the most labelled anomaly points.
+    Image sequences (``data`` with a frame shape) also get the frames of that series, each captioned with its score."""
     by_anomalies = points.groupby("series", observed=True)["label"].sum().sort_values(ascending=False)
     chosen = [str(s) for s in by_anomalies.index[:max_series]]
     series_timeline({s: points[points["series"] == s] for s in chosen}, threshold, plots / "series_scores.png",
                     f"{name}: point scores over time (red: labelled anomalies; dashed: threshold)")
+    if data is None or "frame_shape" not in data.schema or not chosen:
+        return
+    series = {n: s for n, s, _ in data.series_windows("test")}[chosen[0]]
+    rows = points[points["series"] == chosen[0]].set_index("t")
+    t = np.arange(min(max_frames, len(series.labels)))
+    frames = np.clip(np.rint(np.asarray(series.values[t]) * 255), 0, 255).astype(np.uint8).reshape(len(t), *data.schema["frame_shape"])
+    captions = [f"{rows['score'].get(i, float('nan')):.2g} {'A' if series.labels[i] else 'N'}{' flagged' if rows['score'].get(i, -np.inf) > threshold else ''}"
+                for i in t]
+    image_grid(frames, plots / "frame_sequence.png", f"{name}: the first {len(t)} frames of {chosen[0]} (point score, N/A = normal/inserted)",
+               captions, ncol=10)

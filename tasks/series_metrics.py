@@ -84,17 +84,6 @@ def random_flags(n_points: int, flagged_fraction: float, rng: np.random.Generato
     return flags
 
 
-def random_point_adjusted_f1(labels: np.ndarray, flagged_fraction: float, seed: int = 0) -> float:
-    """Point-adjusted F1 of uniformly random scores that flag the same fraction of points.
-
-    The noise reference a detector's point-adjusted F1 is read against: same labels, same number
-    of flags, no information in the scores.
-    """
-    labels = _binary("labels", labels)
-    flags = random_flags(labels.shape[0], flagged_fraction, np.random.default_rng(seed))
-    return threshold_metrics(labels, point_adjust(labels, flags))["f1"]
-
-
 def skab_aggregate(per_file: list[dict[str, int]]) -> dict[str, float]:
     """SKAB's aggregation: TP / FP / FN / TN summed over the files, then F1, FAR and MAR."""
     tp, fp, fn, tn = (sum(int(r[k]) for r in per_file) for k in ("tp", "fp", "fn", "tn"))

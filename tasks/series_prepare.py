@@ -1,4 +1,4 @@
-"""Prepare stage for multivariate time series (SKAB, SMD): splits, train-only scaling/PCA, Arrow files.
+"""Prepare stage for multivariate time series (SKAB, SMD, SWaT, WADI, KDD99 as a sequence): splits, train-only scaling/PCA, Arrow files.
 
 train  = the normal training series minus its chronological tail
 calib  = that tail (``calibration_fraction`` of each training series): thresholds are fitted on it
@@ -9,6 +9,9 @@ Per source:
   series; interpretation_label/<m>.txt is kept for sensor attribution (interpretation.json).
 - skab: per experiment file, the first ``train_rows`` rows (SKAB's protocol: 400) are the training series,
   and the whole file is the test series, as SKAB's leaderboard scores it.
+- swat, wadi: the normal file (after ``skip_rows``) is the one training series and the attack file the test
+  series, both named after the format (``tasks.swat_wadi``).
+- kdd99 (with `series:`): the records in file order, their 34 continuous features (``_read_kdd99_sequence``).
 
 The scaling (and optional PCA) is fitted on the concatenated train splits only and saved beside them
 (series_transform.json): it travels with the model. Windows are not written; they are views built on load.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +29,13 @@ import numpy as np
 from models.errors import GadflowError
 from models.series_transform import TRANSFORM_FILE, SeriesTransform
 
-from .config import DatasetSpec, PrepareParams, SeriesParams
+from .config import DatasetSpec, KDD99Protocol, PrepareParams, SeriesParams
 from .files import atomic_write_text, staged_dir
+from .kdd99 import INLIER_CLASS, KDD99_CONTINUOUS, LABEL, read_kdd99
 from .series_store import Series, split_writer
 from .skab import SKAB_LABELS, SKAB_SENSORS, TRAIN_ROWS, read_skab_csv
 from .smd import SMD_METRICS, read_smd_machine
+from .swat_wadi import read_swat, read_wadi
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,36 @@ def _read_smd(spec: DatasetSpec, settings: SeriesParams, raw: Path) -> tuple[dic
         train[machine] = m.train
         test[machine] = Series(m.test, m.test_labels)
         interpretation[machine] = [[r.start, r.end, list(r.channels)] for r in m.interpretation]
-    return train, test, interpretation, {}
+    return train, test, interpretation, {"channels": [f"metric_{i + 1}" for i in range(SMD_METRICS)]}
+
+
+def _read_kdd99_sequence(spec: DatasetSpec, settings: SeriesParams, raw: Path, protocol: KDD99Protocol) -> tuple[dict, dict, dict, dict]:
+    """KDD Cup 99 read as one sequence in record order (MAD-GAN's setup): its 34 continuous features.
+
+    The anomaly class is ``protocol.anomaly_labels`` (the paper protocol's ``normal.``, about 20 %). With
+    test_file ``split``, the last ``test_fraction`` of the 10% file's records is the test series and the
+    inlier records before it, in order, the training series: a random split would break the sequence.
+    With ``corrected``, the training series is every inlier record of the 10% file and the test series
+    the labelled corrected file. Removing anomaly-class records joins the inlier runs around them, so a
+    training window may span such a gap; the test series is whole.
+    """
+    source = read_kdd99(raw / spec.files["train"].file)
+    if protocol.test_file == "split":
+        n_test = int(round(protocol.test_fraction * len(source)))
+        if n_test < settings.seq_len or len(source) - n_test < settings.seq_len:
+            raise GadflowError(f"kdd99.test_fraction {protocol.test_fraction} of {len(source)} records leaves a part shorter than one window")
+        head, test = source.iloc[: len(source) - n_test], source.iloc[len(source) - n_test:]
+    else:
+        head, test = source, read_kdd99(raw / spec.files["test"].file)
+    inliers = head[~head[LABEL].isin(protocol.anomaly_labels).to_numpy()]
+    if len(inliers) < settings.seq_len:
+        raise GadflowError(f"kdd99.anomaly_labels: {len(inliers)} inlier records before the test series, fewer than one window")
+    labels = test[LABEL].isin(protocol.anomaly_labels).to_numpy().astype(np.int8)
+    train = {"kdd99": inliers[KDD99_CONTINUOUS].to_numpy(dtype=np.float32)}
+    tests = {"kdd99": Series(test[KDD99_CONTINUOUS].to_numpy(dtype=np.float32), labels)}
+    notes = {"channels": KDD99_CONTINUOUS, "protocol": protocol.model_dump(), "inlier_class": INLIER_CLASS,
+             "anomaly_class_records_removed_from_training": int(len(head) - len(inliers))}
+    return train, tests, {}, notes
 
 
 def _read_skab(spec: DatasetSpec, settings: SeriesParams, raw: Path) -> tuple[dict, dict, dict, dict]:
@@ -80,14 +115,23 @@ def _read_skab(spec: DatasetSpec, settings: SeriesParams, raw: Path) -> tuple[di
         test[name] = Series(values, labels)
     if not test:
         raise GadflowError(f"{raw}: no labelled SKAB experiment file declared")
-    return train, test, {}, {"labelled_anomalous_training_rows": contaminated}
+    return train, test, {}, {"channels": SKAB_SENSORS, "labelled_anomalous_training_rows": contaminated}
+
+
+def _read_swat_wadi(spec: DatasetSpec, settings: SeriesParams, raw: Path) -> tuple[dict, dict, dict, dict]:
+    read = {"swat": read_swat, "wadi": read_wadi}[spec.format]
+    data = read(raw / spec.files["normal"].file, raw / spec.files["attack"].file, skip_rows=settings.skip_rows or 0)
+    return {spec.format: data.train}, {spec.format: Series(data.test, data.test_labels)}, {}, {"channels": data.channels, **data.notes}
 
 
 def prepare_series(name: str, params: PrepareParams, spec: DatasetSpec, raw: Path, out_dir: Path) -> Path:
     """Write train / calib / test series (transformed), the transform, and schema.json into ``out_dir``."""
     settings = params.series or SeriesParams()
-    reader = {"smd": _read_smd, "skab": _read_skab}[spec.format]
+    protocol = params.kdd99 or KDD99Protocol()
+    reader = {"smd": _read_smd, "skab": _read_skab, "kdd99": partial(_read_kdd99_sequence, protocol=protocol),
+              "swat": _read_swat_wadi, "wadi": _read_swat_wadi}[spec.format]
     train_raw, test_raw, interpretation, notes = reader(spec, settings, Path(raw))
+    channels = notes.pop("channels")
     train, calib = {}, {}
     for series_name, values in train_raw.items():
         train[series_name], calib[series_name] = chronological_split(values, params.calibration_fraction, settings.seq_len, f"{name}/{series_name}")
@@ -96,8 +140,8 @@ def prepare_series(name: str, params: PrepareParams, spec: DatasetSpec, raw: Pat
             raise GadflowError(f"{name}/{series_name}: test series of {len(s.values)} rows is shorter than one window (seq_len {settings.seq_len})")
 
     # Fitted on the training part only: calib and test are transformed with it, never fitted on.
-    transform = SeriesTransform(settings.scaling, settings.pca_components).fit(list(train.values()))
-    channels = SKAB_SENSORS if spec.format == "skab" else [f"metric_{i + 1}" for i in range(SMD_METRICS)]
+    log1p = spec.format == "kdd99" and protocol.numeric_transform == "log1p"  # KDD99's heavy-tailed byte counts
+    transform = SeriesTransform(settings.scaling, settings.pca_components, log1p=log1p).fit(list(train.values()))
     schema = {
         "name": name,
         "kind": "series",
@@ -106,7 +150,7 @@ def prepare_series(name: str, params: PrepareParams, spec: DatasetSpec, raw: Pat
         "shape": [settings.seq_len, transform.n_outputs],  # one window: (seq_len, channels after PCA)
         "channels": channels if settings.pca_components is None else [f"pc_{i + 1}" for i in range(transform.n_outputs)],
         "input_channels": channels,
-        "windowing": settings.model_dump(exclude={"machines", "train_rows"}),
+        "windowing": settings.model_dump(exclude={"machines", "train_rows", "skip_rows"}),
         "train_rows": (settings.train_rows or TRAIN_ROWS) if spec.format == "skab" else None,
         "calibration_fraction": params.calibration_fraction,
         "series": list(test_raw),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from models.threshold import Calibration
 from models.windowing import point_scores
 
 from .prepare import PreparedData
@@ -34,8 +35,8 @@ def covered_points(scores: dict[str, np.ndarray]) -> np.ndarray:
     return flat[np.isfinite(flat)]
 
 
-def points_table(data: PreparedData, scores: dict[str, np.ndarray], threshold: float) -> pa.Table:
-    """One row per scored test point: series, t, label, score, is_anomaly."""
+def points_table(data: PreparedData, scores: dict[str, np.ndarray], calibration: Calibration) -> pa.Table:
+    """One row per scored test point: series, t, label, score, p_value (against the calibration points), is_anomaly."""
     names, times, labels, values = [], [], [], []
     for name, series, _ in data.series_windows("test"):
         keep = np.flatnonzero(np.isfinite(scores[name]))
@@ -49,5 +50,6 @@ def points_table(data: PreparedData, scores: dict[str, np.ndarray], threshold: f
         "t": np.concatenate(times),
         "label": np.concatenate(labels).astype(np.int8),
         "score": score,
-        "is_anomaly": score > threshold,
+        "p_value": calibration.p_values(score),
+        "is_anomaly": calibration.is_anomaly(score),
     })

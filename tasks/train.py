@@ -60,11 +60,18 @@ def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -
     """Train ``params.model`` on the normal training samples (images, rows or windows); return the saved model folder."""
     data = load_prepared(data_dir)
     detector_cls = get_detector(params.model)
-    detector = detector_cls(detector_cls.config_for(data.input_shape, **params.detector_fields()))
+    frames = {"frame_shape": tuple(data.schema["frame_shape"])} if "frame_shape" in data.schema else {}  # image sequences
+    detector = detector_cls(detector_cls.config_for(data.input_shape, **params.detector_fields(), **frames))
     paths = train_paths(out_dir)
     log.info("%s: training %s on %d samples %s, device %s", name, params.model, len(data.train), data.input_shape, detector.device)
 
     def save_epoch_grid(record, samples: np.ndarray) -> None:
+        if frames:  # image sequences: one row of frames per generated window, pixels [0, 1] -> uint8
+            seq_len = samples.shape[1]
+            samples = np.clip(np.rint(samples[:8] * 255), 0, 255).astype(np.uint8).reshape(-1, *frames["frame_shape"])
+            title = f"{name}: generated frame sequences after epoch {record.epoch} (one window per row)"
+            image_grid(samples, paths["samples"] / f"epoch_{record.epoch:03d}.png", title, ncol=seq_len)
+            return
         if not detector.is_image:  # feature rows and windows have no picture; the losses are in history.json
             return
         losses = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in record.as_dict().items() if k.startswith("loss_"))

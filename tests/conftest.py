@@ -15,3 +15,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def sqlite_registry(tmp_path, monkeypatch):
+    """A fresh sqlite MLflow tracking store and registry in tmp_path, as the register step finds it
+    (MLFLOW_TRACKING_URI), with the default artifact folder in tmp_path too. Returns (tracking URI, register params)."""
+    import mlflow
+
+    from tasks.config import RegisterParams
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    return uri, RegisterParams()

@@ -261,7 +261,7 @@ def _with_madgan(good: dict, data: str) -> dict:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda g: g["prepare"]["mnist"].update(series={"seq_len": 30}), "prepare.mnist.series: only for time-series datasets"),
+    (lambda g: g["prepare"]["rgbd"].update(series={"seq_len": 30}), "prepare.rgbd.series: only for time-series datasets"),
     (lambda g: g["prepare"]["smd"]["series"].update(machines=["machine-9-9"]), "machine-9-9 is not declared in download.smd"),
     (lambda g: g["prepare"]["skab"]["series"].update(machines=["machine-1-2"]), "series.machines: only for smd datasets"),
     (lambda g: g["prepare"]["smd"]["series"].update(train_rows=400), "series.train_rows: only for skab datasets"),
@@ -286,3 +286,35 @@ def test_models_must_match_the_data_kind(tmp_path, good):
     bad = _with_madgan(good, "smd")
     bad["calibrate"]["x-madgan"] = {"label_method": "monte_carlo"}
     assert "calibrate.x-madgan.label_method: a time series labels time points" in load_error(write(tmp_path, bad))
+
+
+# --- POT threshold -------------------------------------------------------------------------------------
+def test_pot_label_method_loads(good, tmp_path):
+    data = set_key(good, ["calibrate", EXP, "label_method"], "pot")
+    calibrate = load_params(write(tmp_path, data)).experiment(EXP).calibrate
+    assert calibrate.label_method == "pot" and calibrate.pot_initial_quantile == 0.9
+    data = set_key(data, ["calibrate", EXP, "pot_initial_quantile"], 0.98)
+    data = set_key(data, ["calibrate", EXP, "nominal_fpr"], 0.001)
+    assert load_params(write(tmp_path, data)).experiment(EXP).calibrate.pot_initial_quantile == 0.98
+    series = _with_madgan(good, "smd")
+    series["calibrate"]["x-madgan"] = {"label_method": "pot"}  # fitted on calibration points, like 'calibration'
+    assert load_params(write(tmp_path, series)).calibrate["x-madgan"].label_method == "pot"
+
+
+@pytest.mark.parametrize("label_method", ["pot", "calibration"])
+def test_pot_initial_quantile_must_sit_below_the_target_quantile(good, tmp_path, label_method):
+    data = set_key(good, ["calibrate", EXP, "label_method"], label_method)
+    data = set_key(data, ["calibrate", EXP, "nominal_fpr"], 0.05)
+    data = set_key(data, ["calibrate", EXP, "pot_initial_quantile"], 0.95)
+    message = load_error(write(tmp_path, data))
+    assert f"calibrate.{EXP}: pot_initial_quantile: 0.95 must be below 1 - nominal_fpr = 0.95" in message, message
+    data = set_key(data, ["calibrate", EXP, "pot_initial_quantile"], 1.0)
+    assert f"calibrate.{EXP}.pot_initial_quantile" in load_error(write(tmp_path, data))
+
+
+def test_default_pot_level_does_not_refuse_a_large_nominal_fpr(good, tmp_path):
+    # POT is only reported here: the calibrate step skips it with a warning rather than refusing the file
+    data = set_key(good, ["calibrate", EXP, "nominal_fpr"], 0.2)
+    assert load_params(write(tmp_path, data)).experiment(EXP).calibrate.pot_initial_quantile == 0.9
+    data = set_key(data, ["calibrate", EXP, "label_method"], "pot")
+    assert "must be below 1 - nominal_fpr = 0.8" in load_error(write(tmp_path, data))

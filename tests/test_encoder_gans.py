@@ -14,6 +14,9 @@ from models.adversarial import LAST_CHECKPOINT
 from models.egbad import EGBADConfig, EGBADDetector
 from models.errors import GadflowError
 from models.ganomaly import GANomalyConfig, GANomalyDetector
+from models.madgan import MADGANConfig, MADGANDetector
+from tests.test_madgan import TINY as MADGAN_TINY
+from tests.test_madgan import windows
 
 TABULAR = dict(input_shape=(5,), latent_dim=3, hidden_dims=(16, 8), epochs=3, batch_size=16, device="cpu", lr_g=1e-3, lr_d=1e-3)
 IMAGE = dict(input_shape=(3, 16, 16), latent_dim=8, base_channels=4, epochs=2, batch_size=16, device="cpu", n_fixed_samples=4)
@@ -100,10 +103,13 @@ def test_history_records_every_loss(cls, cfg_cls):
     assert not any(net.training for net in det.networks().values())
 
 
-@pytest.mark.parametrize("cls, cfg_cls", MODELS)
-@pytest.mark.parametrize("inputs", ["tabular", "image"])
+RESUME_CASES = [(cls, cfg_cls, inputs) for cls, cfg_cls in MODELS for inputs in ("tabular", "image")] + [(MADGANDetector, MADGANConfig, "sequence")]
+
+
+@pytest.mark.parametrize("cls, cfg_cls, inputs", RESUME_CASES)
 def test_resume_after_interruption_is_bit_identical(tmp_path, caplog, cls, cfg_cls, inputs):
-    base, data = (TABULAR, rows()) if inputs == "tabular" else ({**IMAGE, "epochs": 3}, rgb())
+    """Every model on models.adversarial's training loop: MAD-GAN's windows too."""
+    base, data = {"tabular": (TABULAR, rows()), "image": ({**IMAGE, "epochs": 3}, rgb()), "sequence": (MADGAN_TINY, windows(128, seed=0))}[inputs]
     reference = cls(cfg_cls(**base))
     reference.fit(data, checkpoint_dir=tmp_path / "A", progress=False)
 

@@ -1,15 +1,13 @@
-"""MAD-GAN: the DR-score formula, the shared latent-search engine, sensor attribution, resume and input checks."""
+"""MAD-GAN: the DR-score formula, the shared latent-search engine, sensor attribution and input checks
+(its resume test is with the other encoder-loop models, tests/test_encoder_gans.py)."""
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 import pytest
 import torch
 
 import models.latent_search as latent_search
-from models.checkpoint import LAST_CHECKPOINT
 from models.errors import GadflowError
 from models.madgan import MADGANConfig, MADGANDetector
 
@@ -79,26 +77,6 @@ def test_channel_residuals_point_at_the_disturbed_sensor(trained):
     per_sensor = residuals[:, 4:7].mean(axis=1)  # (30, C)
     assert (per_sensor.argmax(axis=1) == 2).mean() >= 0.75  # chance is 0.25 (measured: 0.93)
     assert trained.score(disturbed).mean() > trained.score(x).mean()
-
-
-def test_resume_after_interruption_is_bit_identical(tmp_path, caplog):
-    data = windows(128, seed=0)
-    reference = MADGANDetector(MADGANConfig(**TINY))
-    reference.fit(data, checkpoint_dir=tmp_path / "A", progress=False)
-
-    def interrupt(record, samples):
-        if record.epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        MADGANDetector(MADGANConfig(**TINY)).fit(data, checkpoint_dir=tmp_path / "B", on_epoch_end=interrupt, progress=False)
-    assert torch.load(tmp_path / "B" / LAST_CHECKPOINT, weights_only=True)["epochs_done"] == 1
-    ran = []
-    with caplog.at_level(logging.INFO, logger="models.adversarial"):
-        resumed = MADGANDetector(MADGANConfig(**TINY))
-        resumed.fit(data, checkpoint_dir=tmp_path / "B", on_epoch_end=lambda r, s: ran.append(r.epoch), progress=False)
-    assert ran == [2, 3] and resumed.model_id == reference.model_id
-    np.testing.assert_array_equal(resumed.score(data[:8]), reference.score(data[:8]))
 
 
 def test_a_scoring_setting_alone_does_not_retrain(tmp_path):

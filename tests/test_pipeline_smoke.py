@@ -77,9 +77,38 @@ def repro(smoke_repo: Path) -> tuple[Path, float]:
     return smoke_repo, seconds
 
 
-EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan", "rgbd-adgan", "mnist-egbad", "mnist-ganomaly", "kdd99-egbad", "kdd99-ganomaly")  # every system
+EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan", "rgbd-adgan", "mnist-egbad", "mnist-ganomaly", "kdd99-egbad", "kdd99-ganomaly",
+               "skab-madgan", "smd-madgan", "kdd99-madgan", "mnistseq-madgan")  # every system
 LATENT_SEARCH = ("mnist-adgan", "mnist-anogan", "rgbd-adgan")
 TABULAR = ("kdd99-egbad", "kdd99-ganomaly")
+SERIES = ("skab-madgan", "smd-madgan", "kdd99-madgan", "mnistseq-madgan")
+
+
+def raw_test_rows(root: Path, experiment: str, n_rows: int) -> tuple[str, pd.DataFrame]:
+    """(series name, the first n_rows raw input rows of the experiment's first test series), as a user would send them."""
+    from tasks.config import load_params
+    from tasks.series_store import read_split
+
+    params = load_params(root / "params.yaml")
+    prepared = root / "data" / "prepared" / params.train[experiment].data
+    schema = json.loads((prepared / "schema.json").read_text())
+    name, source = schema["series"][0], root / "data" / "raw" / schema["source"]
+    if schema["format"] == "skab":
+        from tasks.skab import read_skab_csv
+
+        values = read_skab_csv(source / f"{name}.csv")[schema["input_channels"]].to_numpy()
+    elif schema["format"] == "smd":
+        from tasks.smd import read_smd_values
+
+        values = read_smd_values(source / "test" / f"{name}.txt")
+    elif schema["format"] == "kdd99":  # the test series is the tail of the 10% file
+        from tasks.kdd99 import read_kdd99
+
+        records = read_kdd99(source / params.download[schema["source"]].files["train"].file)
+        values = records[schema["input_channels"]].to_numpy()[-schema["counts"]["test_points"]:]
+    else:  # image sequences: the stored frames are the raw input (pixels / 255, an identity transform)
+        values = read_split(prepared / "test.arrow")[name].values
+    return name, pd.DataFrame(np.asarray(values[:n_rows], dtype=np.float32), columns=schema["input_channels"])
 
 
 def test_smoke_params_cover_every_experiment_of_the_defaults():
@@ -97,7 +126,11 @@ def test_smoke_repro_finishes_in_time(repro):
     for experiment in EXPERIMENTS:
         expected = ["model/model.pt", "model/threshold.json", "scores.parquet", "report/metrics.json", "report/plots/roc.png",
                     "report/plots/mc_histogram.png", "train/losses.png", "registered.json"]
-        expected += ["model/preprocessor.json"] if experiment in TABULAR else ["train/samples/epoch_001.png", "report/plots/most_anomalous.png"]
+        if experiment in SERIES:
+            expected += ["points.parquet", "model/series_transform.json", "model/windowing.json", "report/plots/series_scores.png"]
+            expected += ["train/samples/epoch_001.png", "report/plots/frame_sequence.png"] if experiment == "mnistseq-madgan" else []
+        else:
+            expected += ["model/preprocessor.json"] if experiment in TABULAR else ["train/samples/epoch_001.png", "report/plots/most_anomalous.png"]
         expected += ["report/plots/anomaly_maps.png"] if experiment == "mnist-ganomaly" else []
         for rel in expected:
             assert (root / "outputs" / experiment / rel).is_file(), f"{experiment}/{rel}"
@@ -105,6 +138,10 @@ def test_smoke_repro_finishes_in_time(repro):
         assert ("search_convergence" in summary) == (experiment in LATENT_SEARCH), experiment  # the label-free check of the search
         metrics = json.loads((root / "outputs" / experiment / "report" / "metrics.json").read_text())
         assert ("paper_protocol" in metrics) == (experiment in TABULAR), experiment  # KDD99: both protocols, each named
+        if experiment in SERIES:  # named point metrics, point adjustment only beside random scores
+            overall = metrics["series"]["overall"]
+            assert {"pointwise_f1", "event_recall", "point_adjusted_f1", "point_adjusted_f1_random_scores"} <= set(overall)
+            assert metrics["thresholds"]["monte_carlo"]["applicable"] is False
         if experiment in TABULAR:
             assert metrics["paper_protocol"]["uses_test_statistics"] is True and "paper protocol" in metrics["paper_protocol"]["name"]
             assert metrics["protocol"].startswith("ours:")
@@ -130,6 +167,16 @@ def test_registered_model_loads_and_predicts(repro, experiment):
 
     model = mlflow.pyfunc.load_model(f"models:/{experiment}@candidate")
     data = load_params(root / "params.yaml").train[experiment].data
+    if experiment in SERIES:  # raw rows of one series in, one score per row out, as the pipeline scored them
+        name, rows = raw_test_rows(root, experiment, 300)
+        predicted = model.predict(rows)
+        points = pd.read_parquet(root / f"outputs/{experiment}/points.parquet")
+        points = points[points["series"] == name].set_index("t")
+        # rows far enough from the cut-off end are covered by the same windows as in the whole series
+        kept = np.arange(len(rows) - json.loads((root / f"outputs/{experiment}/model/windowing.json").read_text())["seq_len"])
+        np.testing.assert_allclose(predicted["score"].to_numpy()[kept], points["score"].loc[kept].to_numpy(), rtol=1e-5)
+        assert (predicted["is_anomaly"].to_numpy() == (predicted["score"].to_numpy() > metrics["threshold"])).all()
+        return
     if experiment in TABULAR:  # the served model takes raw KDD99 records and applies the fitted preprocessor itself
         assert "test_paper_protocol_f1" in version.tags
         frame = pd.read_parquet(root / f"data/prepared/{data}/test_raw.parquet").drop(columns=["label"]).iloc[:20]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tasks.calibrate import calibrate_model
-from tasks.config import CalibrateParams, DatasetSpec, EvaluateParams, Experiment, Params, PrepareParams, SeriesParams, TrainParams
+from tasks.config import CalibrateParams, DatasetSpec, EvaluateParams, Experiment, PrepareParams, SeriesParams, TrainParams
 from tasks.evaluate import evaluate_scores
 from tasks.prepare import load_prepared, prepare_dataset
 from tasks.score import POINTS_FILE, score_test_set
@@ -111,7 +111,7 @@ def test_the_fitted_transform_travels_with_the_model(chain):
     assert windowing["seq_len"] == 20 and windowing["input_channels"] == [f"metric_{i}" for i in range(1, 39)]
 
 
-def test_registered_model_scores_raw_sensor_rows(chain, tmp_path, monkeypatch):
+def test_registered_model_scores_raw_sensor_rows(chain, sqlite_registry):
     """The pyfunc takes the raw rows of a series (the training channels' columns) and returns one score per row,
     equal to the pipeline's point scores of the same series."""
     import mlflow
@@ -120,12 +120,8 @@ def test_registered_model_scores_raw_sensor_rows(chain, tmp_path, monkeypatch):
     from tasks.register import register_model
     from tasks.smd import read_smd_values
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    registry = Params.model_fields["registry"].default_factory()
+    _, registry = sqlite_registry
     model_uri = register_model.fn(chain["exp"], registry, chain["model"], chain["report"], chain["out"])
-    mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(model_uri)
     rows = pd.DataFrame(read_smd_values(chain["raw"] / "test" / "machine-1-1.txt"), columns=[f"metric_{i}" for i in range(1, 39)])
     predicted = model.predict(rows)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from models.errors import GadflowError
-from tasks.series_metrics import (anomaly_segments, event_recall, point_adjust, random_point_adjusted_f1, series_report,
+from tasks.metrics import threshold_metrics
+from tasks.series_metrics import (anomaly_segments, event_recall, point_adjust, random_flags, series_report,
                                   skab_aggregate)
 
 #                 t: 0  1  2  3  4  5  6  7  8  9
@@ -49,11 +50,14 @@ def test_event_recall_without_anomalies_is_nan():
 def test_random_reference_flags_the_same_fraction_and_is_seeded():
     labels = np.zeros(1000, dtype=int)
     labels[100:200] = 1  # one long segment: any random flag in it adjusts all 100 points
-    f1 = random_point_adjusted_f1(labels, 0.05, seed=3)
-    assert f1 == random_point_adjusted_f1(labels, 0.05, seed=3)
+    flags = random_flags(len(labels), 0.05, np.random.default_rng(3))
+    assert flags.sum() == 50 and np.array_equal(flags, random_flags(len(labels), 0.05, np.random.default_rng(3)))
+    f1 = threshold_metrics(labels, point_adjust(labels, flags))["f1"]
     # 50 random flags: about 5 land in the segment, so point adjustment recovers all of it (TP = 100).
     # FP ≈ 45, hence F1 ≈ 2·100 / (2·100 + 45) — far above the point-wise F1 (≈ 0.07) of the same flags.
     assert f1 == pytest.approx(200 / 245, abs=0.03)
+    with pytest.raises(GadflowError, match="flagged_fraction"):
+        random_flags(10, 1.5, np.random.default_rng(0))
 
 
 def test_skab_aggregation_sums_counts_before_dividing():

@@ -86,17 +86,13 @@ def test_tabular_chain_reports_both_protocols(chains, name):
 
 
 @pytest.mark.parametrize("name", ["kdd-egbad", "kdd-ganomaly"])
-def test_registered_tabular_model_scores_raw_records(chains, name, tmp_path, monkeypatch):
+def test_registered_tabular_model_scores_raw_records(chains, name, sqlite_registry):
     import mlflow
     from mlflow.tracking import MlflowClient
 
     chain = chains[name]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    registry = Params.model_fields["registry"].default_factory()
+    uri, registry = sqlite_registry
     model_uri = register_model.fn(chain["exp"], registry, chain["model_dir"], chain["report"], chain["out"])
-    mlflow.set_tracking_uri(uri)
     version = MlflowClient(uri).get_model_version_by_alias(name, "candidate")
     assert {"threshold", "test_paper_protocol_f1", "test_f1"} <= set(version.tags)
     raw = pd.read_parquet(chain["data_dir"] / "test_raw.parquet").drop(columns=["label"]).iloc[:12]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from models.errors import GadflowError
 from tasks.calibrate import calibrate_model
-from tasks.config import Params
+from tasks.config import Params, RegisterParams
 from tasks.download import download_dataset
 from tasks.evaluate import evaluate_scores
 from tasks.prepare import load_prepared, prepare_dataset
@@ -103,16 +103,12 @@ def test_chain_writes_report_with_both_thresholds(chain):
     assert sorted((chain["out"] / "train" / "samples").glob("epoch_*.png"))[-1].name == "epoch_002.png"
 
 
-def test_register_and_predict_from_mlflow(chain, tmp_path, monkeypatch):
+def test_register_and_predict_from_mlflow(chain, sqlite_registry):
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # default artifact folder lands in tmp
-    registry = Params.model_fields["registry"].default_factory()
+    _, registry = sqlite_registry
     model_uri = register_model.fn(chain["exp"], registry, chain["model_dir"], chain["report"], chain["out"])
     assert model_uri == "models:/parts-dcgan@candidate"
-    mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(model_uri)
     test = np.asarray(load_prepared(chain["data_dir"]).test[:5])
     predicted = model.predict(pd.DataFrame(test.reshape(5, -1).astype(float), columns=[f"p{i}" for i in range(4 * 16 * 16)]))
@@ -125,6 +121,6 @@ def test_register_and_predict_from_mlflow(chain, tmp_path, monkeypatch):
 def test_unreachable_mlflow_is_one_clear_error(chain, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # loopback port with no server
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    registry = Params.model_fields["registry"].default_factory()
+    registry = RegisterParams()
     with pytest.raises(GadflowError, match=r"MLflow at http://127.0.0.1:9 failed while registering parts-dcgan"):
         register_model.fn(chain["exp"], registry, chain["model_dir"], chain["report"], chain["out"])

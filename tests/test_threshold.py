@@ -1,4 +1,4 @@
-"""Monte Carlo and conformal thresholds, conformal p-values, and the saved Calibration."""
+"""Monte Carlo, conformal and POT thresholds, conformal p-values, and the saved Calibration."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.errors import GadflowError
-from models.threshold import Calibration, conformal_p_values, conformal_threshold, mc_threshold
+from models.threshold import Calibration, conformal_p_values, conformal_threshold, mc_threshold, pot_threshold
 
 
 # --- Monte Carlo threshold ------------------------------------------------------------------------
@@ -104,6 +104,66 @@ def test_empty_scores_raise():
     for fn in (mc_threshold, conformal_threshold):
         with pytest.raises(GadflowError, match="empty"):
             fn(np.array([]), 0.05)
+
+
+# --- POT (peaks over threshold) ------------------------------------------------------------------------
+def test_pot_recovers_the_exponential_tail():
+    scores = np.random.default_rng(10).standard_exponential(200_000)
+    # P(S > z) = exp(-z) = 1e-4 at z = ln(1e4); only 20 of the scores lie above it
+    assert pot_threshold(scores, 1e-4, 0.98) == pytest.approx(math.log(1e4), rel=0.05)
+
+
+def test_pot_recovers_a_pareto_tail():
+    scores = np.random.default_rng(11).pareto(3.0, 200_000)  # Lomax: P(S > z) = (1 + z)^-3, a GPD with γ = 1/3
+    # A heavy tail extrapolates less precisely: the shape's error is amplified by (q n / N_t)^-γ.
+    assert pot_threshold(scores, 1e-4, 0.98) == pytest.approx(1e4 ** (1 / 3) - 1, rel=0.10)
+
+
+@pytest.mark.parametrize("shape", [-0.2, 0.25])
+def test_pot_recovers_generalised_pareto_tails(shape):
+    from scipy.stats import genpareto
+
+    scores = genpareto.rvs(shape, size=200_000, random_state=13)
+    assert pot_threshold(scores, 1e-4, 0.98) == pytest.approx(genpareto.ppf(1 - 1e-4, shape), rel=0.05)
+
+
+def test_pot_works_below_the_smallest_fpr_the_conformal_threshold_resolves():
+    scores = np.random.default_rng(12).standard_exponential(2000)
+    with pytest.raises(GadflowError, match="too small for nominal_fpr=0.0001"):
+        conformal_threshold(scores, 1e-4)  # needs 9,999 samples
+    z = pot_threshold(scores, 1e-4, 0.95)
+    assert math.isfinite(z) and z > scores.max()  # extrapolated beyond every observed score
+    assert z == pytest.approx(math.log(1e4), rel=0.15)
+
+
+def test_pot_is_deterministic_and_ignores_the_order_of_the_scores():
+    scores = np.random.default_rng(14).standard_exponential(5000)
+    z = pot_threshold(scores, 1e-3, 0.95)
+    assert pot_threshold(scores, 1e-3, 0.95) == z
+    assert pot_threshold(np.random.default_rng(15).permutation(scores), 1e-3, 0.95) == z
+
+
+def test_pot_refuses_an_initial_level_at_or_above_the_target_quantile():
+    scores = np.random.default_rng(16).standard_exponential(1000)
+    with pytest.raises(GadflowError, match=r"initial_quantile 0.95 must be below 1 - nominal_fpr = 0.95"):
+        pot_threshold(scores, 0.05, 0.95)
+    with pytest.raises(GadflowError, match="must be below"):
+        pot_threshold(scores, 0.05, 0.99)
+
+
+def test_pot_needs_enough_excesses():
+    scores = np.random.default_rng(17).standard_exponential(50)  # 5 scores above the 0.9 quantile
+    with pytest.raises(GadflowError, match=r"5 of 50 calibration scores exceed .* need at least 10 \(about 100 scores\)"):
+        pot_threshold(scores, 0.01, 0.9)
+    tied = np.r_[np.zeros(900), np.linspace(1.0, 2.0, 100)]  # level 0 at the 0.5 quantile: 100 excesses, fewer than 0.2 x 1000
+    with pytest.raises(GadflowError, match="lower initial_quantile"):
+        pot_threshold(tied, 0.2, 0.5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_pot_refuses_non_finite_scores(bad):
+    with pytest.raises(GadflowError, match="calibration scores: 1 non-finite"):
+        pot_threshold(np.r_[np.linspace(0, 1, 1000), bad], 0.01, 0.9)
 
 
 # --- Calibration ---------------------------------------------------------------------------------
