@@ -45,8 +45,10 @@ def phase(name: str, work: Path) -> dict:
     params = load_params(REPO / "params.yaml")
     baseline = rss_mb()
     start = time.perf_counter()
-    if name == "prepare":
-        prepare_dataset.fn("smd", params.prepare["smd"], params.download["smd"], work / "raw", work / "prepared")
+    if name == "prepare":  # every declared machine, whatever the default run's prepare.smd.series.machines says
+        settings = params.prepare["smd"].series
+        prepare = params.prepare["smd"].model_copy(update={"series": settings.model_copy(update={"machines": None})})
+        prepare_dataset.fn("smd", prepare, params.download["smd"], work / "raw", work / "prepared")
         out = {}
     else:
         data = load_prepared(work / "prepared")
