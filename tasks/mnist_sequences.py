@@ -25,12 +25,10 @@ from models.series_transform import TRANSFORM_FILE, SeriesTransform
 from .config import DatasetSpec, ImageSequenceParams, PrepareParams, SeriesParams
 from .files import atomic_write_text, staged_dir
 from .formats import idx_images, idx_labels
+from .series_prepare import SCHEMA, SERIES_FILES
 from .series_store import Series, split_writer
 
 log = logging.getLogger(__name__)
-
-SERIES_FILES = {"train": "train.arrow", "calib": "calib.arrow", "test": "test.arrow"}  # as tasks.series_prepare
-SCHEMA = "schema.json"
 
 
 def anomaly_runs(n_frames: int, rate: float, max_run: int, rng: np.random.Generator) -> np.ndarray:

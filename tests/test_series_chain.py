@@ -80,6 +80,15 @@ def test_calibration_threshold_comes_from_calibration_points(chain):
     assert len(calibration["calibration_scores"]) == 300  # the last 25 % of 1,200 training rows, one score per point
 
 
+def test_monte_carlo_cannot_label_a_series_and_nothing_is_overwritten(chain):
+    from models.errors import GadflowError
+
+    before = (chain["model"] / "threshold.json").read_bytes()
+    with pytest.raises(GadflowError, match="label_method monte_carlo: a time series labels time points"):
+        calibrate_model.fn(CalibrateParams(mc_samples=100, label_method="monte_carlo"), chain["model"], chain["data"].folder, chain["out"])
+    assert (chain["model"] / "threshold.json").read_bytes() == before
+
+
 def test_report_has_the_named_series_metrics_and_the_random_reference(chain):
     metrics = json.loads((chain["report"] / "metrics.json").read_text())
     overall = metrics["series"]["overall"]
