@@ -24,7 +24,7 @@ from models.series_transform import TRANSFORM_FILE, SeriesTransform
 
 from .config import DatasetSpec, ImageSequenceParams, PrepareParams, SeriesParams
 from .files import atomic_write_text, staged_dir
-from .formats import idx_images, idx_labels
+from .prepare import read_source, source_files  # the image prepare stage's reader
 from .series_prepare import SCHEMA, SERIES_FILES
 from .series_store import Series, split_writer
 
@@ -88,12 +88,8 @@ def _test_sequences(normal: np.ndarray, anomalous: np.ndarray, anomalous_digits:
 def prepare_image_sequences(name: str, params: PrepareParams, spec: DatasetSpec, raw: Path, out_dir: Path) -> Path:
     """Write train / calib / test frame sequences, an identity transform and schema.json into ``out_dir``."""
     settings, cfg = params.series or SeriesParams(), params.sequences or ImageSequenceParams()
-    files = {role: Path(raw) / f.file for role, f in spec.files.items()}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise GadflowError(f"raw file(s) missing: {', '.join(missing)}; run the download stage")
-    train_images, test_images = idx_images(files["train_images"]), idx_images(files["test_images"])
-    train_classes, test_classes = idx_labels(files["train_labels"], len(train_images)), idx_labels(files["test_labels"], len(test_images))
+    fmt, files, depth_range = source_files(spec, Path(raw))
+    train_images, train_classes, test_images, test_classes = read_source(fmt, files, depth_range)
     rng = np.random.default_rng(params.seed)
     normal_train = rng.permutation(np.flatnonzero(np.isin(train_classes, params.normal_classes)))
     if normal_train.size == 0:

@@ -39,6 +39,11 @@ def _tile(images: np.ndarray, ncol: int) -> np.ndarray:
     return canvas[..., 0] if canvas.shape[-1] == 1 else canvas
 
 
+def frames_as_images(values: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """Flattened frames with pixels in [0, 1] (..., C·H·W) -> uint8 images (N, C, H, W), for the grids below."""
+    return np.clip(np.rint(np.asarray(values) * 255), 0, 255).astype(np.uint8).reshape(-1, *frame_shape)
+
+
 def image_grid(images: np.ndarray, path: Path, title: str, captions: list[str] | None = None, ncol: int = 8) -> Path:
     """A grid of uint8 (N, C, H, W) images, optionally with one caption per image."""
     ncol = max(1, min(ncol, len(images)))

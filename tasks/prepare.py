@@ -164,7 +164,7 @@ def one_class_split(
     }
 
 
-def _read_source(fmt: str, files: dict[str, Path], depth_range: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def read_source(fmt: str, files: dict[str, Path], depth_range: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """-> train images, train classes, test images, test classes (folder layouts: class 0 normal, 1 anomalous)."""
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
@@ -185,7 +185,7 @@ def _read_source(fmt: str, files: dict[str, Path], depth_range: tuple[float, flo
     return train, np.zeros(len(train), dtype=np.int64), test, test_classes
 
 
-def _source_files(spec: DatasetSpec | None, raw: Path) -> tuple[str, dict[str, Path], tuple[float, float] | None]:
+def source_files(spec: DatasetSpec | None, raw: Path) -> tuple[str, dict[str, Path], tuple[float, float] | None]:
     """(format, role -> path, depth range) of a declared dataset, or of a generated one (spec None)."""
     if spec is None:  # the generate stage writes rgbd_npy splits under fixed names
         return "rgbd_npy", {role: raw / f"{role}.npy" for role in SPLIT_ROLES.values()}, None
@@ -211,8 +211,8 @@ def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec | None, 
         raise GadflowError(f"prepare.{name}.series: only for time-series datasets")
     if params.kdd99 is not None:
         raise GadflowError(f"prepare.{name}.kdd99: only for kdd99 datasets")
-    fmt, files, depth_range = _source_files(spec, raw)
-    train, train_classes, test, test_classes = _read_source(fmt, files, depth_range)
+    fmt, files, depth_range = source_files(spec, raw)
+    train, train_classes, test, test_classes = read_source(fmt, files, depth_range)
     if train.shape[1:] != test.shape[1:]:
         raise GadflowError(f"{name}: train images {train.shape[1:]} and test images {test.shape[1:]} differ in (C, H, W)")
     if train.shape[2] != train.shape[3]:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import ranking_metrics, threshold_metrics
-from .plots import image_grid, series_timeline
+from .plots import frames_as_images, image_grid, series_timeline
 from .series_metrics import point_adjust, random_flags, series_report, skab_aggregate
 
 RANDOM_REFERENCE_SEED = 0
@@ -22,23 +22,24 @@ def series_metrics(points: pd.DataFrame, threshold: float) -> dict:
     """points: one row per scored test point (series, t, label, score). Flags are score > threshold."""
     labels = points["label"].to_numpy()
     scores = points["score"].to_numpy()
-    flagged = (scores > threshold).astype(np.int8)
-    groups = [(str(name), g["label"].to_numpy(), g["score"].to_numpy()) for name, g in points.groupby("series", sort=False, observed=True)]
-    # Segments never span two series: point adjustment and events are computed within each series.
-    per_series = {name: series_report(y, s, (s > threshold).astype(np.int8)) for name, y, s in groups}
+    # One (name, labels, scores, flags) per series; segments never span two series: point adjustment and events are per series.
+    groups = [(str(name), g["label"].to_numpy(), g["score"].to_numpy(), (g["score"].to_numpy() > threshold).astype(np.int8))
+              for name, g in points.groupby("series", sort=False, observed=True)]
+    per_series = {name: series_report(y, s, f) for name, y, s, f in groups}
     counts = [{k: r[f"pointwise_{k}"] for k in ("tp", "fp", "fn", "tn")} for r in per_series.values()]
     pooled = skab_aggregate(counts)  # the per-series counts sum to the pooled point-wise counts
+    flagged_fraction = sum(int(f.sum()) for _, _, _, f in groups) / len(scores) if len(scores) else float("nan")
     rng = np.random.default_rng(RANDOM_REFERENCE_SEED)
-    reference_flags = [random_flags(len(y), float(flagged.mean()) if len(flagged) else 0.0, rng) for _, y, _ in groups]
+    reference_flags = [random_flags(len(y), flagged_fraction if len(scores) else 0.0, rng) for _, y, _, _ in groups]
     events = sum(r["events"] for r in per_series.values())
     overall = {
         **{f"pointwise_{k}": pooled[k] for k in ("precision", "recall", "f1")}, "pointwise_fpr": pooled["far"],
         **{f"pointwise_{k}": pooled[k] for k in ("tp", "fp", "fn", "tn")},
-        "flagged_fraction": float(flagged.mean()) if len(flagged) else float("nan"),
+        "flagged_fraction": flagged_fraction,
         **ranking_metrics(labels, scores),
         "event_recall": sum(r["events_detected"] for r in per_series.values()) / events if events else float("nan"),
-        "point_adjusted_f1": _pooled_point_adjusted_f1([y for _, y, _ in groups], [(s > threshold).astype(np.int8) for _, _, s in groups]),
-        "point_adjusted_f1_random_scores": _pooled_point_adjusted_f1([y for _, y, _ in groups], reference_flags),
+        "point_adjusted_f1": _pooled_point_adjusted_f1([y for _, y, _, _ in groups], [f for _, _, _, f in groups]),
+        "point_adjusted_f1_random_scores": _pooled_point_adjusted_f1([y for _, y, _, _ in groups], reference_flags),
     }
     return {
         "overall": overall,
@@ -69,8 +70,8 @@ def series_figures(name: str, points: pd.DataFrame, threshold: float, plots: Pat
     series = {n: s for n, s, _ in data.series_windows("test")}[chosen[0]]
     rows = points[points["series"] == chosen[0]].set_index("t")
     t = np.arange(min(max_frames, len(series.labels)))
-    frames = np.clip(np.rint(np.asarray(series.values[t]) * 255), 0, 255).astype(np.uint8).reshape(len(t), *data.schema["frame_shape"])
-    captions = [f"{rows['score'].get(i, float('nan')):.2g} {'A' if series.labels[i] else 'N'}{' flagged' if rows['score'].get(i, -np.inf) > threshold else ''}"
+    frames = frames_as_images(series.values[t], data.schema["frame_shape"])
+    captions = [f"{rows['score'].get(i, float('nan')):.2g} {'A' if series.labels[i] else 'N'}{' flagged' if rows['is_anomaly'].get(i, False) else ''}"
                 for i in t]
     image_grid(frames, plots / "frame_sequence.png", f"{name}: the first {len(t)} frames of {chosen[0]} (point score, N/A = normal/inserted)",
                captions, ncol=10)

@@ -15,7 +15,7 @@ from models.checkpoint import LAST_CHECKPOINT, atomic_write_bytes, checkpoint_id
 
 from .config import TrainParams
 from .files import atomic_write_text
-from .plots import image_grid, loss_curves
+from .plots import frames_as_images, image_grid, loss_curves
 from .prepare import load_prepared
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -
     def save_epoch_grid(record, samples: np.ndarray) -> None:
         if frames:  # image sequences: one row of frames per generated window, pixels [0, 1] -> uint8
             seq_len = samples.shape[1]
-            samples = np.clip(np.rint(samples[:8] * 255), 0, 255).astype(np.uint8).reshape(-1, *frames["frame_shape"])
+            samples = frames_as_images(samples[:8], frames["frame_shape"])  # (8·seq_len, C, H, W)
             title = f"{name}: generated frame sequences after epoch {record.epoch} (one window per row)"
             image_grid(samples, paths["samples"] / f"epoch_{record.epoch:03d}.png", title, ncol=seq_len)
             return
