@@ -6,6 +6,7 @@ Heavy libraries (torch, prefect, mlflow) are imported inside the commands so tha
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -135,6 +136,11 @@ def run(
     loaded = load_params(params)
     exp = loaded.experiment(experiment)
     check_prepared(prepared_dir(exp.train.data))  # fail fast, before Prefect's start-up cost
+    wait_s = os.environ.get("GADFLOW_PREFECT_WAIT_S")  # set by `gadflow repro`: its server may still be starting
+    if wait_s and os.environ.get("PREFECT_API_URL"):
+        from flows.local_server import wait_until_healthy
+
+        wait_until_healthy(os.environ["PREFECT_API_URL"], float(wait_s), log_file=Path(os.environ["PREFECT_HOME"]) / "local-server.log")
     from flows.pipeline import experiment_flow
 
     _quiet_prefect_tracebacks()
@@ -144,22 +150,39 @@ def run(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
-def repro(ctx: typer.Context) -> None:
+def repro(
+    ctx: typer.Context,
+    warm: bool = typer.Option(True, help="run the stages in a warm stage runner that has imported the stack once"),
+) -> None:
     """`dvc repro` (extra arguments are passed on), with one local Prefect server for every stage.
 
-    With PREFECT_API_URL already set, that server is used and none is started.
+    With PREFECT_API_URL already set, that server is used and none is started. The server starts
+    while the data stages run; the experiment stages wait for it. With --warm (the default) each
+    stage's `gadflow` command runs in a child forked from one process that imported torch, prefect
+    and mlflow once (flows/stage_runner.py), which saves about 10 s per experiment stage.
     """
     import subprocess
+    import tempfile
 
-    from flows.local_server import local_prefect_server
+    from flows.local_server import local_prefect_server, warm_stage_runner
+    from flows.stage_runner import SOCKET_ENV
 
     dvc = str(Path(sys.executable).with_name("dvc"))
     command = [dvc, "repro", *ctx.args]
     up_to_date = subprocess.run([dvc, "status", "--json"], capture_output=True, text=True)
-    if os.environ.get("PREFECT_API_URL") or (up_to_date.returncode == 0 and up_to_date.stdout.strip() in ("", "{}")):
-        raise typer.Exit(subprocess.run(command).returncode)  # a server is configured, or no stage will run
-    with local_prefect_server(Path(os.environ["PREFECT_HOME"]) / "local-server.log") as api_url:
-        code = subprocess.run(command, env={**os.environ, "PREFECT_API_URL": api_url}).returncode
+    if up_to_date.returncode == 0 and up_to_date.stdout.strip() in ("", "{}"):
+        raise typer.Exit(subprocess.run(command).returncode)  # no stage will run: start nothing
+    home = Path(os.environ["PREFECT_HOME"])
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ)
+        if not env.get("PREFECT_API_URL"):
+            api_url = stack.enter_context(local_prefect_server(home / "local-server.log", wait=False))
+            env.update(PREFECT_API_URL=api_url, GADFLOW_PREFECT_WAIT_S="90")
+        if warm:
+            socket_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gadflow-stages-")))
+            socket_path = stack.enter_context(warm_stage_runner(socket_dir / "runner.sock", home / "stage-runner.log", env))
+            env[SOCKET_ENV] = str(socket_path)
+        code = subprocess.run(command, env=env).returncode
     raise typer.Exit(code)
 
 
@@ -173,7 +196,15 @@ def check_params(params: Path = ParamsOption) -> None:
     typer.echo(f"{params}: ok — datasets {sorted(loaded.download)}, generated {sorted(loaded.generate)}, prepared {sorted(loaded.prepare)}, experiments {sorted(loaded.train)}")
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
+def main() -> None:
+    """The `gadflow` console entry point: a stage of `gadflow repro` runs in its warm stage runner."""
+    from flows.stage_runner import delegate
+
+    argv = sys.argv[1:]
+    if argv and argv[0] != "repro":
+        code = delegate(argv)
+        if code is not None:
+            sys.exit(code)
     app(prog_name="gadflow")
 
 
