@@ -7,6 +7,10 @@ Two phases, each in its own fresh process so its peak resident memory is its own
    the train splits, transform, write the three parquet splits (the `prepare` stage, `prepare.smd`);
 2. window: memory-map the prepared splits and build every window of every series (views), then
    gather one batch of 512 windows, as the trainer does.
+3. epoch (not part of the target): what training reads. The train split as the train task gets it
+   (``PreparedData.train``, a lazy ``WindowStack``), its finiteness check and checkpoint key, then
+   every window once in shuffled batches of 512, as one epoch of ``fit`` gathers them. Its peak is
+   compared with the size of every training window gathered at once, which training used to hold.
 
 "Raw data" is the float32 values of all train and test rows (rows × 38 × 4 bytes); the text files are
 about 2.3× larger. Peak memory is the process's peak resident set size minus its size after imports.
@@ -50,6 +54,16 @@ def phase(name: str, work: Path) -> dict:
         prepare = params.prepare["smd"].model_copy(update={"series": settings.model_copy(update={"machines": None})})
         prepare_dataset.fn("smd", prepare, params.download["smd"], work / "raw", work / "prepared")
         out = {}
+    elif name == "epoch":
+        from models.checkpoint import data_key
+
+        train = load_prepared(work / "prepared").train  # WindowStack (N, seq_len, C)
+        key, bad = data_key(train, dtype=np.float32), train.first_nonfinite()
+        order = np.random.default_rng(0).permutation(len(train))
+        for i in range(0, len(order), 512):
+            train[order[i : i + 512]]  # (512, seq_len, C), dropped after use as a training step drops it
+        out = {"train_windows": len(train), "gathered_train_windows_mb": int(np.prod(train.shape)) * 4 / 2**20, "data_key": key,
+               "first_nonfinite": bad}
     else:
         data = load_prepared(work / "prepared")
         windows = {key: data.series_windows(key) for key in ("train", "calib", "test")}
@@ -78,12 +92,12 @@ def main() -> None:
         raw_mb = rows * 38 * 4 / 2**20
         text_mb = sum((work / "raw" / f.file).stat().st_size for f in spec.files.values()) / 2**20
         results = []
-        for name in ("prepare", "window"):
+        for name in ("prepare", "window", "epoch"):
             child = subprocess.run([sys.executable, __file__, "--phase", name, str(work)], capture_output=True, text=True, check=True,
                                    env={**os.environ, "PYTHONWARNINGS": "ignore"})
             results.append(json.loads(child.stdout.strip().splitlines()[-1]))
-    total = sum(r["seconds"] for r in results)
-    peak = max(r["peak_rss_increase_mb"] for r in results)
+    total = sum(r["seconds"] for r in results[:2])  # the target covers prepare + window
+    peak = max(r["peak_rss_increase_mb"] for r in results[:2])
     summary = {
         "benchmark": "windowing", "dataset": "smd", "machines": len(machines), "rows": rows,
         "raw_float32_mb": raw_mb, "raw_text_mb": text_mb, "phases": results,
@@ -95,6 +109,9 @@ def main() -> None:
         print(f"{r['phase']:>8}: {r['seconds']:.2f} s, peak RSS +{r['peak_rss_increase_mb']:.0f} MB")
     print(f"total {total:.2f} s for {len(machines)} machines ({rows:,} rows, {raw_mb:.0f} MB as float32, {text_mb:.0f} MB of text); "
           f"peak {peak:.0f} MB = {peak / raw_mb:.2f}× the raw data")
+    epoch = results[2]
+    print(f"one epoch of training reads: peak {epoch['peak_rss_increase_mb']:.0f} MB; every training window gathered at once would be "
+          f"{epoch['gathered_train_windows_mb']:.0f} MB")
     print(json.dumps(summary))
 
 

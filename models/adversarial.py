@@ -158,8 +158,10 @@ class AdversarialDetector(Detector):
         if len(inputs) < 2:
             raise GadflowError(f"need at least 2 training samples, got {len(inputs)}")
         cfg = self.config
-        data = torch.from_numpy(np.array(inputs, dtype=np.uint8 if self.is_image else np.float32, copy=True))  # CPU, owned
-        key = data_key(data.numpy())
+        # Batches are gathered from the inputs as they are needed: a memory-mapped or lazily windowed
+        # split is never copied whole (uint8 images, float32 features or windows).
+        data = _BatchSource(inputs, np.uint8 if self.is_image else np.float32)
+        key = data_key(inputs, dtype=data.dtype)
         optimizers = self.build_optimizers()
         start_epoch = self._resume(checkpoint_dir, optimizers, key)
         fixed_z = torch.randn(cfg.n_fixed_samples, self.noise_dim, generator=derived_generator(cfg.seed, FIXED_NOISE_STREAM))
@@ -175,7 +177,7 @@ class AdversarialDetector(Detector):
             net.eval()
         return self.history
 
-    def _train_epoch(self, data: torch.Tensor, epoch: int, optimizers: dict[str, torch.optim.Optimizer], progress: bool) -> EpochStats:
+    def _train_epoch(self, data: "_BatchSource", epoch: int, optimizers: dict[str, torch.optim.Optimizer], progress: bool) -> EpochStats:
         cfg = self.config
         for net in self.networks().values():
             net.train()
@@ -191,7 +193,7 @@ class AdversarialDetector(Detector):
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else None):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
             for step, idx in enumerate(bar):
-                stats = {k: float(v) for k, v in self.train_step(self.to_model_space(data[idx]), gen, optimizers).items()}
+                stats = {k: float(v) for k, v in self.train_step(self.to_model_space(data.batch(idx)), gen, optimizers).items()}
                 bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
                 if bad:
                     raise GadflowError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} ({bad}); lower the learning rates. Nothing after epoch {epoch} was saved")
@@ -236,3 +238,17 @@ class AdversarialDetector(Detector):
         self.history = [EpochStats(**r) for r in json.loads(ckpt["history"])]
         log.info("resumed from %s after epoch %d of %d", path, ckpt["epochs_done"], self.config.epochs)
         return int(ckpt["epochs_done"])
+
+
+class _BatchSource:
+    """Training inputs read one batch at a time: ``batch(idx)`` gathers rows idx (a CPU index tensor) as a tensor."""
+
+    def __init__(self, inputs, dtype: type) -> None:
+        self.inputs, self.dtype = inputs, np.dtype(dtype)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = np.asarray(self.inputs[idx.numpy()], dtype=self.dtype)  # (B, ...) a new, writable array
+        return torch.from_numpy(rows)

@@ -24,6 +24,7 @@ from torch import nn
 from .checkpoint import atomic_torch_save, load_checkpoint
 from .device import pick_device
 from .errors import GadflowError
+from .windowing import WindowStack
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,14 @@ class Detector:
             raise GadflowError(f"tabular input must be floating-point features, got dtype {inputs.dtype}")
         if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected:
             raise GadflowError(f"input of shape {tuple(inputs.shape)} does not match the model's (N, {', '.join(map(str, expected))})")
-        if not self.is_image and not np.isfinite(inputs).all():
-            bad = int(np.flatnonzero(~np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1))[0])
+        if self.is_image:
+            return
+        if isinstance(inputs, WindowStack):  # checked on its series, each point once: no window is gathered
+            bad = inputs.first_nonfinite()
+        else:
+            finite = np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1)
+            bad = None if finite.all() else int(np.flatnonzero(~finite)[0])
+        if bad is not None:
             raise GadflowError(f"input sample {bad} has a NaN or infinite value")
 
     def score(self, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:

@@ -55,11 +55,18 @@ def atomic_torch_save(path: Path, obj: dict[str, Any]) -> Path:
     return _atomic(path, lambda fh: torch.save(obj, fh))
 
 
-def data_key(training_data: "np.ndarray") -> str:
-    """Identifies the training data a checkpoint was made on: sha256 of the array's bytes (16 hex digits)."""
+def data_key(training_data, dtype=None, chunk_rows: int = 4096) -> str:
+    """Identifies the training data a checkpoint was made on: sha256 of its bytes as ``dtype`` (16 hex digits).
+
+    Read in chunks of rows, so an array-like such as a ``WindowStack`` is hashed without being
+    materialised; the key is that of the whole C-contiguous array.
+    """
     import numpy as np
 
-    return hashlib.sha256(np.ascontiguousarray(training_data).tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for start in range(0, len(training_data), chunk_rows):
+        digest.update(np.ascontiguousarray(training_data[start : start + chunk_rows], dtype=dtype).data)
+    return digest.hexdigest()[:16]
 
 
 def checkpoint_identity(checkpoint: dict[str, Any]) -> tuple[str, str, str]:

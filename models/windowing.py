@@ -16,6 +16,7 @@ A series shorter than ``seq_len`` has no window; that is an error, never a silen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,6 +78,70 @@ def sliding_windows(series: np.ndarray, seq_len: int, stride: int, tail: TailRul
     if series.ndim != 2:
         raise GadflowError(f"series must be 2-D (time, channels), got shape {series.shape}")
     return Windows(series, window_starts(series.shape[0], seq_len, stride, tail), seq_len)
+
+
+class WindowStack:
+    """The windows of several series, one after another, as a read-only (N, seq_len, C) array-like.
+
+    Nothing is gathered until it is indexed: ``stack[i]`` (an int, slice or index array) gathers those
+    windows into a new array, so a split of windows costs the memory of its series (memory-mapped)
+    plus the batch being read. ``np.asarray(stack)`` materialises every window; the pipeline never does.
+    """
+
+    ndim = 3
+
+    def __init__(self, parts: Sequence[Windows]) -> None:
+        if not parts:
+            raise GadflowError("a window stack needs at least one series")
+        if len({(w.seq_len, w.series.shape[1], w.series.dtype) for w in parts}) != 1:
+            raise GadflowError("every series of a window stack needs the same seq_len, channel count and dtype")
+        self.parts = tuple(parts)
+        self.offsets = np.cumsum([0] + [len(w) for w in parts])  # (P + 1,): part p holds windows offsets[p] .. offsets[p+1] − 1
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self), *self.parts[0].shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.parts[0].series.dtype
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self[np.array([index])][0]
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
+        if rows.ndim != 1:
+            raise GadflowError(f"a window stack is indexed by an int, a slice or a 1-D index array, got shape {rows.shape}")
+        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"window index out of range for {len(self)} windows")
+        rows = np.where(rows < 0, rows + len(self), rows)
+        part = np.searchsorted(self.offsets, rows, side="right") - 1  # (B,) which series each row comes from
+        out = np.empty((rows.size, *self.shape[1:]), dtype=self.dtype)
+        for p in np.unique(part):
+            mask = part == p
+            out[mask] = self.parts[p][rows[mask] - self.offsets[p]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, dtype=self.dtype)  # filled part by part: no temporary copy of a part
+        for w, start, stop in zip(self.parts, self.offsets[:-1], self.offsets[1:]):
+            np.take(w.view(), w.starts, axis=0, out=out[start:stop])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def first_nonfinite(self) -> int | None:
+        """Index of the first window holding a NaN or infinite value, or None; reads each series point once."""
+        for p, w in enumerate(self.parts):
+            bad_points = np.flatnonzero(~np.isfinite(w.series).all(axis=1))  # (K,) in time order
+            if bad_points.size:
+                # the first window whose span [start, start + seq_len) holds a bad point
+                ends = w.starts + w.seq_len
+                hit = (np.searchsorted(bad_points, w.starts, side="left") < np.searchsorted(bad_points, ends, side="left"))
+                if hit.any():
+                    return int(self.offsets[p] + np.flatnonzero(hit)[0])
+        return None
 
 
 def window_labels(point_labels: np.ndarray, starts: np.ndarray, seq_len: int, rule: LabelRule = "any") -> np.ndarray:

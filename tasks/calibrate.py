@@ -35,7 +35,7 @@ def calibrate_model(params: CalibrateParams, model_dir: Path, data_dir: Path, ou
     if data.kind == "series" and params.label_method == "monte_carlo":  # params.yaml refuses it too; this covers direct calls
         raise GadflowError("label_method monte_carlo: a time series labels time points, and the Monte Carlo threshold is a quantile "
                            "of generated windows' scores; use 'calibration' or 'pot'")
-    calib_scores = detector.score(np.asarray(data.calib), progress=True)
+    calib_scores = detector.score(data.calib, progress=True)
     if data.kind == "series":  # thresholds apply to time points: the calibration series' point scores
         from .series_scores import covered_points, point_scores_by_series
 

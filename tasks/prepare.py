@@ -35,7 +35,8 @@ class PreparedData:
     """A prepared dataset whose splits are read on first use, so each step reads only what it needs.
 
     Images: memory-mapped, read-only uint8 arrays. Tabular: float32 feature arrays read from parquet.
-    Series: float32 windows (N, seq_len, C) gathered from the memory-mapped series of every split.
+    Series: a ``WindowStack`` of float32 windows (N, seq_len, C) over the memory-mapped series of a split;
+    windows are gathered batch by batch, so a split sits in memory once, as its series.
     """
 
     folder: Path
@@ -59,15 +60,15 @@ class PreparedData:
         return int(self.schema["shape"][1])
 
     @cached_property
-    def train(self) -> np.ndarray:  # uint8 (N_train, C, H, W) | float32 (N_train, D)
+    def train(self) -> np.ndarray:  # uint8 (N_train, C, H, W) | float32 (N_train, D) | WindowStack (N_train, seq_len, C)
         return self._split("train")
 
     @cached_property
-    def calib(self) -> np.ndarray:  # uint8 (N_calib, C, H, W) | float32 (N_calib, D)
+    def calib(self) -> np.ndarray:  # uint8 (N_calib, C, H, W) | float32 (N_calib, D) | WindowStack
         return self._split("calib")
 
     @cached_property
-    def test(self) -> np.ndarray:  # uint8 (N_test, C, H, W) | float32 (N_test, D)
+    def test(self) -> np.ndarray:  # uint8 (N_test, C, H, W) | float32 (N_test, D) | WindowStack
         return self._split("test")
 
     @cached_property
@@ -103,8 +104,10 @@ class PreparedData:
         return cached[key]
 
     def _split(self, key: str) -> np.ndarray:
-        if self.kind == "series":  # every window of the split, gathered: (N, seq_len, C)
-            return np.concatenate([w[:] for _, _, w in self.series_windows(key)])
+        if self.kind == "series":  # every window of the split, gathered only when indexed: (N, seq_len, C)
+            from models.windowing import WindowStack
+
+            return WindowStack([w for _, _, w in self.series_windows(key)])
         if self.kind != "tabular":
             return np.load(self.folder / SPLIT_FILES[key], mmap_mode="r")
         import pyarrow.parquet as pq

@@ -30,7 +30,7 @@ def score_test_set(model_dir: Path, data_dir: Path, out_dir: Path, batch_size: i
     detector = load_detector(model_dir)
     calibration = Calibration.load(model_dir / THRESHOLD_FILE, expected_model_id=detector.model_id)
     data = load_prepared(data_dir)
-    scores = detector.score(np.asarray(data.test), batch_size=batch_size, progress=True)
+    scores = detector.score(data.test, batch_size=batch_size, progress=True)
     columns = {
         "index": np.arange(len(scores), dtype=np.int64),
         "label": np.asarray(data.test_labels, dtype=np.int8),

@@ -78,7 +78,7 @@ def train_model(name: str, params: TrainParams, data_dir: Path, out_dir: Path) -
         title = f"{name}: fixed-noise samples after epoch {record.epoch} (loss {losses})"
         image_grid(samples, paths["samples"] / f"epoch_{record.epoch:03d}.png", title)
 
-    train_inputs = np.asarray(data.train)
+    train_inputs = data.train  # series: a lazy WindowStack, gathered batch by batch
     reuse_finished_gan(detector, train_inputs, paths, out_dir)
     history = detector.fit(train_inputs, checkpoint_dir=paths["checkpoints"], on_epoch_end=save_epoch_grid)
     for stale in paths["samples"].glob("epoch_*.png"):  # grids left by an earlier, longer run
