@@ -10,7 +10,7 @@ global model; each has its own scaling, fitted on its own training rows. The poo
 series' own threshold: a point's pooled score is its score minus its series' threshold, so "flagged" means
 the same as in the per-series runs, and counts sum over series.
 
-    python benchmarks/series_experiment.py skab --epochs 30
+    python benchmarks/series_experiment.py skab --epochs 30 [--per-series] [--stride 1]
     python benchmarks/series_experiment.py smd --all-machines --epochs 5 --steps 10 --nominal-fpr 0.01 [--per-series]
     python benchmarks/series_experiment.py kdd99-seq --epochs 5
 """
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--n-seeds", type=int, default=3, help="latent-search restarts per window")
     parser.add_argument("--dr-lambda", type=float, default=0.5)
     parser.add_argument("--per-series", action="store_true", help="one model per series (smd: machine, skab: experiment file) instead of one global model")
+    parser.add_argument("--stride", type=int, help="window stride (default: the prepare section's)")
     parser.add_argument("--all-machines", action="store_true", help="smd: every declared machine, whatever prepare.smd.series.machines says")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s | %(levelname)s | %(name)s - %(message)s")
@@ -95,6 +96,8 @@ def main() -> None:
     spec = params.download[prepare.source]
     if args.all_machines:  # the default run uses a few machines (CPU-sized); the benchmark protocol uses all
         prepare = prepare.model_copy(update={"series": prepare.series.model_copy(update={"machines": None})})
+    if args.stride is not None:
+        prepare = prepare.model_copy(update={"series": prepare.series.model_copy(update={"stride": args.stride})})
     train = TrainParams(data=name, model="madgan", epochs=args.epochs, batch_size=64, latent_dim=15, lr_g=2e-4, lr_d=2e-4,
                         search={"lr_theta": 0.0, "n_seeds": args.n_seeds, "steps": args.steps, "lr_z": 0.05},
                         madgan={"hidden_dim": 100, "dr_lambda": args.dr_lambda})
@@ -140,7 +143,7 @@ def main() -> None:
                   "attribution": pooled_attribution([r["metrics"]["series"].get("attribution") for r in runs.values()]),
                   "seconds": {step: sum(r["seconds"][step] for r in runs.values()) for step in next(iter(runs.values()))["seconds"]}}
     result = {"benchmark": "series_experiment", "dataset": name, "epochs": args.epochs, "nominal_fpr": args.nominal_fpr,
-              "search_steps": args.steps, "n_seeds": args.n_seeds, "dr_lambda": args.dr_lambda, **result,
+              "search_steps": args.steps, "n_seeds": args.n_seeds, "dr_lambda": args.dr_lambda, "stride": prepare.series.stride, **result,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     agg, overall, mean = result["aggregated_over_series"], result["overall"], result["mean_over_series"]
     log.warning("%s (%s): point-wise F1 %.3f (FAR %.1f%%, MAR %.1f%%), AUROC %.3f, AUPRC %.3f (mean over series: F1 %.3f, AUPRC %.3f), "

@@ -133,8 +133,10 @@ def serve(socket_path: Path) -> None:
                     _reap(selector, children)
                 else:  # a client's connection: readable only when the client went away
                     pid = key.data
+                    if pid not in children:  # reaped earlier in this same round
+                        continue
                     selector.unregister(key.fileobj)
-                    log.warning("%s: the client went away; stopping its child %d", key.fileobj, pid)
+                    log.warning("the client of pid %d went away; stopping it", pid)
                     _kill_group(pid, signal.SIGTERM)
     finally:
         for pid in children:
@@ -153,21 +155,25 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, children:
         conn.close()
         return
     reason = _refusal(request, fds)
+    if not reason:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing of the runner's own output is duplicated into the child
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: the stage runs in its own process
+            reason = f"fork failed: {exc}"
     if reason:
         log.info("refused `gadflow %s`: %s", " ".join(request.get("argv", [])), reason)
-        conn.send(json.dumps({"refused": reason}).encode())
+        _send(conn, {"refused": reason})
         conn.close()
         for fd in fds:
             os.close(fd)
         return
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # nothing of the runner's own output is duplicated into the child
-    pid = os.fork()
     if pid == 0:
         _child(request, fds, conn, (selector, *closing))  # never returns
     for fd in fds:
         os.close(fd)
-    conn.send(json.dumps({"pid": pid}).encode())
+    _send(conn, {"pid": pid})  # a client already gone is noticed by the selector, which stops the child
     children[pid] = conn
     selector.register(conn, selectors.EVENT_READ, pid)
     log.info("pid %d runs `gadflow %s`", pid, " ".join(request["argv"]))
@@ -204,11 +210,15 @@ def _reap(selector: selectors.BaseSelector, children: dict[int, socket.socket]) 
             selector.unregister(conn)
         except KeyError:  # already unregistered: the client went away
             pass
-        try:
-            conn.send(json.dumps(reply).encode())
-        except OSError:
-            pass
+        _send(conn, reply)
         conn.close()
+
+
+def _send(conn: socket.socket, message: dict) -> None:
+    try:
+        conn.send(json.dumps(message).encode())
+    except OSError:  # the client went away
+        pass
 
 
 def _kill_group(pid: int, sig: int) -> None:

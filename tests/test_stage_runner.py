@@ -154,4 +154,4 @@ def test_a_client_that_is_killed_takes_its_child_with_it(project, stage_env, run
     client.kill()  # SIGKILL: nothing is forwarded, the runner sees the connection close
     client.wait()
     assert wait_gone(pid)
-    assert "the client went away" in log_file.read_text()
+    assert f"the client of pid {pid} went away" in log_file.read_text()
