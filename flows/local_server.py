@@ -40,6 +40,16 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
+def stop(process: subprocess.Popen, timeout_s: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_until_healthy(api_url: str, timeout_s: float, server: subprocess.Popen | None = None, log_file: Path | None = None) -> None:
     """Poll {api_url}/health until it answers; a clear error if the server exits or the time runs out."""
     where = f"; see {log_file}" if log_file else ""
@@ -74,12 +84,7 @@ def local_prefect_server(log_file: Path, startup_timeout_s: float = 90.0, wait: 
             log.info("local Prefect server starting at %s (log: %s)", api_url, log_file)
         yield api_url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 @contextmanager
@@ -100,9 +105,4 @@ def warm_stage_runner(socket_path: Path, log_file: Path, env: dict[str, str]) ->
         log.info("warm stage runner on %s (log: %s)", socket_path, log_file)
         yield socket_path
     finally:
-        runner.terminate()
-        try:
-            runner.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-            runner.wait()
+        stop(runner)
