@@ -148,6 +148,27 @@ def run(
     typer.echo(result)
 
 
+@app.command("train-all")
+@user_errors
+def train_all(
+    params: Path = ParamsOption,
+    experiments: str = typer.Option("", help="comma-separated experiment names (default: every entry of params `train`)"),
+    deployment: str = typer.Option("", help="run each cell as a flow run of this deployment, e.g. experiment-from-params/train (needs a Prefect server)"),
+    concurrency: int = typer.Option(2, help="with --deployment: how many cells may run at once"),
+    register: bool = typer.Option(True, help="log and register each model in MLflow"),
+) -> None:
+    """Run every (dataset, model) cell; fail with a table of the cells that failed, after all have run."""
+    from tasks.config import load_params
+
+    load_params(params)  # a bad params file fails here, before Prefect's start-up cost
+    from flows.train_all import train_all_flow
+
+    _quiet_prefect_tracebacks()
+    names = [n.strip() for n in experiments.split(",") if n.strip()]
+    for line in train_all_flow(str(params), names or None, deployment or None, concurrency, register):
+        typer.echo(line)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def repro(

@@ -23,5 +23,11 @@ def test_every_deployment_entrypoint_is_a_flow_with_valid_parameters():
         assert isinstance(flow, Flow), deployment["entrypoint"]
         accepted = set(inspect.signature(flow.fn).parameters)
         assert set(deployment["parameters"]) <= accepted, deployment["name"]
-        assert deployment["parameters"]["experiment"] in experiments
+        if "experiment" in deployment["parameters"]:
+            assert deployment["parameters"]["experiment"] in experiments
+        if "deployment" in deployment["parameters"]:  # train-all fans out through another deployment of this file
+            flow_name, name = deployment["parameters"]["deployment"].split("/")
+            target = next(d for d in spec["deployments"] if d["name"] == name)
+            path, func = target["entrypoint"].split(":")
+            assert getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), func).name == flow_name
         assert deployment["work_pool"]["name"] in {"gpu", "cpu"}

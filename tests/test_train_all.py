@@ -1,0 +1,47 @@
+"""train-all in-process (no Prefect server): every named cell runs, and the failed ones come back as one table."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GADFLOW = Path(sys.executable).with_name("gadflow")
+
+
+def gadflow(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API", "GADFLOW_STAGE"))}
+    env.update(PREFECT_HOME=str(cwd / ".prefect"), DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")
+    return subprocess.run([str(GADFLOW), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.integration
+def test_train_all_runs_every_cell_and_tables_the_failed_ones(tmp_path):
+    shutil.copy(REPO / "tests" / "fixtures" / "params-smoke.yaml", tmp_path / "params.yaml")
+    for step in (["generate", "rgbd"], ["prepare", "rgbd"]):  # rgbd is rendered, so no download is needed
+        done = gadflow(step, tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    # mnist-dcgan's data were never prepared: that cell fails, after which rgbd-adgan still runs
+    result = gadflow(["train-all", "--experiments", "mnist-dcgan,rgbd-adgan"], tmp_path)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "gadflow: error: 1 of 2 train-all cells failed:" in result.stderr
+    table = result.stderr[result.stderr.index("1 of 2 train-all cells failed:"):]
+    assert "mnist-dcgan  Failed" in table and "prepared data incomplete" in table
+    assert "rgbd-adgan  " not in table.split("\n", 2)[2]  # only the failed cell is in the table
+    assert (tmp_path / "outputs" / "rgbd-adgan" / "report" / "metrics.json").is_file()
+    assert (tmp_path / "outputs" / "rgbd-adgan" / "registered.json").is_file()
+    assert not (tmp_path / "outputs" / "mnist-dcgan" / "model").exists()
+
+
+def test_train_all_refuses_unknown_cells_before_running_any(tmp_path):
+    shutil.copy(REPO / "tests" / "fixtures" / "params-smoke.yaml", tmp_path / "params.yaml")
+    result = gadflow(["train-all", "--experiments", "rgbd-adgan,no-such-cell"], tmp_path)
+    assert result.returncode == 2
+    assert "train-all: no such experiment in params.yaml: no-such-cell" in result.stderr
+    assert not (tmp_path / "outputs").exists()
