@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,27 +14,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from .project_copy import SMOKE_PARAMS, copy_tracked_files, dataset_mirror
+
 REPO = Path(__file__).resolve().parent.parent
-SMOKE_PARAMS = REPO / "tests" / "fixtures" / "params-smoke.yaml"
 BIN = Path(sys.executable).parent  # the venv's gadflow and dvc
 
 
 def mirror() -> Path:
-    path = Path(os.environ.get("GADFLOW_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
-    assert (path / "mnist").is_dir(), f"dataset mirror not found at {path}: set GADFLOW_DATA_MIRROR"
-    return path
+    return dataset_mirror("mnist")
 
 
 @pytest.fixture(scope="module")
 def smoke_repo(tmp_path_factory) -> Path:
     """A git + DVC copy of the tracked project files, with the smoke params as params.yaml."""
-    root = tmp_path_factory.mktemp("smoke") / "repo"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout.decode().split("\0")
-    for rel in filter(None, tracked):
-        if (REPO / rel).is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
-    shutil.copy(SMOKE_PARAMS, root / "params.yaml")
+    root = copy_tracked_files(tmp_path_factory.mktemp("smoke") / "repo")
     env = smoke_env(root)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=env)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,10 @@ from pathlib import Path
 import pytest
 
 from flows.local_server import free_loopback_port, stop, wait_until_healthy
+from .project_copy import copy_tracked_files, dataset_mirror
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CELLS = ("rgbd-adgan", "skab-madgan")  # a rendered dataset and a small download: no large data needed
-
-
-def mirror() -> Path:
-    path = Path(os.environ.get("GADFLOW_DATA_MIRROR") or REPO.parent / "shared" / "datasets")
-    assert (path / "skab").is_dir(), f"dataset mirror not found at {path}: set GADFLOW_DATA_MIRROR"
-    return path
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -38,13 +31,7 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """The tracked project files with the smoke params, and the two cells' data prepared."""
-    root = tmp_path_factory.mktemp("server") / "repo"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout.decode().split("\0")
-    for rel in filter(None, tracked):
-        if (REPO / rel).is_file() and not rel.startswith(("tests/", "docs/")):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
-    shutil.copy(REPO / "tests" / "fixtures" / "params-smoke.yaml", root / "params.yaml")
+    root = copy_tracked_files(tmp_path_factory.mktemp("server") / "repo", skip=("tests/", "docs/"))
     env = base_env(root)
     for step in (["generate", "rgbd"], ["prepare", "rgbd"], ["download", "skab"], ["prepare", "skab"]):
         run([str(BIN / "gadflow"), *step], root, env)
@@ -54,7 +41,7 @@ def project(tmp_path_factory) -> Path:
 def base_env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API", "GADFLOW_STAGE"))}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PREFECT_HOME=str(root / ".prefect"), GADFLOW_REPO=str(root),
-               GADFLOW_DATA_MIRROR=str(mirror()), DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
+               GADFLOW_DATA_MIRROR=str(dataset_mirror("skab")), DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1", PREFECT_WORKER_QUERY_SECONDS="2")
     return env
 
