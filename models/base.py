@@ -131,7 +131,7 @@ class Detector:
         if isinstance(inputs, WindowStack):  # checked on its series, each point once: no window is gathered
             bad = inputs.first_nonfinite()
         else:
-            finite = np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1)
+            finite = np.isfinite(inputs).all(axis=tuple(range(1, inputs.ndim)))  # (N,); an empty input has no bad row
             bad = None if finite.all() else int(np.flatnonzero(~finite)[0])
         if bad is not None:
             raise GadflowError(f"input sample {bad} has a NaN or infinite value")

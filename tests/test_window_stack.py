@@ -94,3 +94,17 @@ def test_madgan_trains_on_a_stack_without_gathering_every_window(tmp_path):
     for (name, a), (_, b) in zip(lazy.generator.state_dict().items(), eager.generator.state_dict().items()):
         assert torch.equal(a, b), name
     np.testing.assert_array_equal(lazy.score(stack[:200]), eager.score(np.asarray(stack)[:200]))
+
+
+def test_the_input_check_names_the_bad_window_of_a_stack_or_row_of_an_array_and_passes_an_empty_array():
+    from models.madgan import MADGANDetector
+
+    detector = MADGANDetector(MADGANDetector.config_for((5, 2), epochs=1, hidden_dim=4, latent_dim=2))
+    series = np.zeros((20, 2), np.float32)
+    series[12, 0] = np.inf
+    stack = WindowStack([sliding_windows(series, 5, 5)])  # windows start at 0, 5, 10, 15: the third covers point 12
+    with pytest.raises(GadflowError, match="input sample 2 has a NaN or infinite value"):
+        detector.check_input(stack)
+    with pytest.raises(GadflowError, match="input sample 2 has a NaN or infinite value"):
+        detector.check_input(np.asarray(stack))
+    detector.check_input(np.zeros((0, 5, 2), np.float32))
