@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,19 +66,6 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def wait_healthy(api_url: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the Prefect server at {api_url} did not answer")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="rgbd-adgan")
@@ -87,7 +73,7 @@ def main() -> None:
     parser.add_argument("--query-seconds", type=float, default=10.0, help="the worker's polling interval (PREFECT_WORKER_QUERY_SECONDS)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from flows.local_server import free_loopback_port, stop
+    from flows.local_server import free_loopback_port, stop, wait_until_healthy
 
     with tempfile.TemporaryDirectory(prefix="gadflow-orchestration-") as tmp:
         clone = Path(tmp) / "repo"
@@ -108,7 +94,7 @@ def main() -> None:
                                   cwd=clone, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         worker = None
         try:
-            wait_healthy(api_url)
+            wait_until_healthy(api_url, 90, server)
             env["PREFECT_API_URL"] = api_url
             run([str(BIN / "prefect"), "work-pool", "create", "gpu", "--type", "process"], clone, env)
             run([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "train"], clone, env)

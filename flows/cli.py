@@ -138,9 +138,9 @@ def run(
     check_prepared(prepared_dir(exp.train.data))  # fail fast, before Prefect's start-up cost
     wait_s = os.environ.get("GADFLOW_PREFECT_WAIT_S")  # set by `gadflow repro`: its server may still be starting
     if wait_s and os.environ.get("PREFECT_API_URL"):
-        from flows.local_server import wait_until_healthy
+        from flows.local_server import SERVER_LOG, wait_until_healthy
 
-        wait_until_healthy(os.environ["PREFECT_API_URL"], float(wait_s), log_file=Path(os.environ["PREFECT_HOME"]) / "local-server.log")
+        wait_until_healthy(os.environ["PREFECT_API_URL"], float(wait_s), log_file=Path(os.environ["PREFECT_HOME"]) / SERVER_LOG)
     from flows.pipeline import experiment_flow
 
     _quiet_prefect_tracebacks()
@@ -185,7 +185,7 @@ def repro(
     import subprocess
     import tempfile
 
-    from flows.local_server import local_prefect_server, warm_stage_runner
+    from flows.local_server import RUNNER_LOG, SERVER_LOG, local_prefect_server, warm_stage_runner
     from flows.stage_runner import SOCKET_ENV
 
     dvc = str(Path(sys.executable).with_name("dvc"))
@@ -197,11 +197,11 @@ def repro(
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
         if not env.get("PREFECT_API_URL"):
-            api_url = stack.enter_context(local_prefect_server(home / "local-server.log", wait=False))
+            api_url = stack.enter_context(local_prefect_server(home / SERVER_LOG, wait=False))
             env.update(PREFECT_API_URL=api_url, GADFLOW_PREFECT_WAIT_S="90")
         if warm:
             socket_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gadflow-stages-")))
-            socket_path = stack.enter_context(warm_stage_runner(socket_dir / "runner.sock", home / "stage-runner.log", env))
+            socket_path = stack.enter_context(warm_stage_runner(socket_dir / "runner.sock", home / RUNNER_LOG, env))
             env[SOCKET_ENV] = str(socket_path)
         code = subprocess.run(command, env=env).returncode
     raise typer.Exit(code)

@@ -25,6 +25,9 @@ from models.errors import GadflowError
 
 log = logging.getLogger(__name__)
 
+SERVER_LOG = "local-server.log"  # in PREFECT_HOME: the local Prefect server's output
+RUNNER_LOG = "stage-runner.log"  # in PREFECT_HOME: the warm stage runner's
+
 
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

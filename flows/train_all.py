@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from prefect import flow
 
 from models.errors import GadflowError
-from tasks.config import ParamsError, load_params
+from tasks.config import Params, ParamsError, load_params
 
 from flows.pipeline import experiment_flow
 
@@ -45,8 +45,7 @@ def failure_table(results: list[CellResult]) -> str:
     return f"{len(failed)} of {len(results)} train-all cells failed:\n" + "\n".join(rows)
 
 
-def _run_in_process(experiment: str, params_file: str, to_registry: bool) -> CellResult:
-    params = load_params(params_file)
+def _run_in_process(experiment: str, params: Params, to_registry: bool) -> CellResult:
     try:
         detail = experiment_flow(params.experiment(experiment), params.registry, to_registry=to_registry)
     except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the others
@@ -85,7 +84,7 @@ def train_all_flow(params_file: str = "params.yaml", experiments: list[str] | No
             results = [f.result() for f in futures]
     else:
         log.info("train-all: %d cells in this process, one after another", len(cells))
-        results = [_run_in_process(c, params_file, to_registry) for c in cells]
+        results = [_run_in_process(c, params, to_registry) for c in cells]
     for r in results:
         log.info("train-all: %s %s: %s", r.experiment, r.state, r.detail)
     if not all(r.ok for r in results):

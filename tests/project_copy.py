@@ -5,10 +5,25 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_PARAMS = REPO / "tests" / "fixtures" / "params-smoke.yaml"
+BIN = Path(sys.executable).parent  # the venv's gadflow, dvc and prefect
+
+
+def project_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `gadflow` / `dvc` / `prefect` process run in the copy at ``root``.
+
+    No configured tracking store, Prefect server or stage runner is inherited; Prefect's database is the
+    copy's own; the venv's tools come first on PATH; telemetry is off. ``extra`` adds or overrides variables.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API", "GADFLOW_STAGE"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PREFECT_HOME=str(root / ".prefect"), DO_NOT_TRACK="true",
+               MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90", **extra)
+    return env
 
 
 def dataset_mirror(needs: str) -> Path:

@@ -4,7 +4,6 @@ then the registered model is loaded from MLflow and predicts. Needs the dataset 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,10 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .project_copy import SMOKE_PARAMS, copy_tracked_files, dataset_mirror
+from .project_copy import BIN, SMOKE_PARAMS, copy_tracked_files, dataset_mirror, project_env
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # the venv's gadflow and dvc
 
 
 def mirror() -> Path:
@@ -36,17 +34,9 @@ def smoke_repo(tmp_path_factory) -> Path:
 
 
 def smoke_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API"))}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        GADFLOW_DATA_MIRROR=str(mirror()),
-        PREFECT_HOME=str(root / ".prefect"),
-        GIT_AUTHOR_NAME="gadflow test", GIT_AUTHOR_EMAIL="test@gadflow.invalid",
-        GIT_COMMITTER_NAME="gadflow test", GIT_COMMITTER_EMAIL="test@gadflow.invalid",
-        DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-    )
-    return env
+    return project_env(root, GADFLOW_DATA_MIRROR=str(mirror()),
+                       GIT_AUTHOR_NAME="gadflow test", GIT_AUTHOR_EMAIL="test@gadflow.invalid",
+                       GIT_COMMITTER_NAME="gadflow test", GIT_COMMITTER_EMAIL="test@gadflow.invalid")
 
 
 def dvc(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

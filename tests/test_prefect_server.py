@@ -8,17 +8,15 @@ worker takes one of them. Everything is stopped at the end, workers before the s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flows.local_server import free_loopback_port, stop, wait_until_healthy
-from .project_copy import copy_tracked_files, dataset_mirror
 
-BIN = Path(sys.executable).parent
+from .project_copy import BIN, copy_tracked_files, dataset_mirror, project_env
+
 CELLS = ("rgbd-adgan", "skab-madgan")  # a rendered dataset and a small download: no large data needed
 
 
@@ -39,11 +37,7 @@ def project(tmp_path_factory) -> Path:
 
 
 def base_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API", "GADFLOW_STAGE"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PREFECT_HOME=str(root / ".prefect"), GADFLOW_REPO=str(root),
-               GADFLOW_DATA_MIRROR=str(dataset_mirror("skab")), DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1", PREFECT_WORKER_QUERY_SECONDS="2")
-    return env
+    return project_env(root, GADFLOW_REPO=str(root), GADFLOW_DATA_MIRROR=str(dataset_mirror("skab")), PREFECT_WORKER_QUERY_SECONDS="2")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ import pytest
 from flows.local_server import free_loopback_port, warm_stage_runner
 from flows.stage_runner import SOCKET_ENV, config_environment
 
-REPO = Path(__file__).resolve().parent.parent
+from .project_copy import SMOKE_PARAMS
+
 GADFLOW = Path(sys.executable).with_name("gadflow")
 
 
@@ -28,7 +29,7 @@ GADFLOW = Path(sys.executable).with_name("gadflow")
 def project(tmp_path_factory) -> Path:
     """A project folder with the smoke params and an (empty) prepared mnist folder."""
     root = tmp_path_factory.mktemp("runner-project")
-    shutil.copy(REPO / "tests" / "fixtures" / "params-smoke.yaml", root / "params.yaml")
+    shutil.copy(SMOKE_PARAMS, root / "params.yaml")
     (root / "data" / "prepared" / "mnist").mkdir(parents=True)
     (root / "data" / "prepared" / "mnist" / "schema.json").write_text('{"files": {}}')
     return root

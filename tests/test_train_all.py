@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-GADFLOW = Path(sys.executable).with_name("gadflow")
+from .project_copy import BIN, SMOKE_PARAMS, project_env
 
 
 def gadflow(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API", "GADFLOW_STAGE"))}
-    env.update(PREFECT_HOME=str(cwd / ".prefect"), DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")
-    return subprocess.run([str(GADFLOW), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(BIN / "gadflow"), *args], cwd=cwd, env=project_env(cwd), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.integration
 def test_train_all_runs_every_cell_and_tables_the_failed_ones(tmp_path):
-    shutil.copy(REPO / "tests" / "fixtures" / "params-smoke.yaml", tmp_path / "params.yaml")
+    shutil.copy(SMOKE_PARAMS, tmp_path / "params.yaml")
     for step in (["generate", "rgbd"], ["prepare", "rgbd"]):  # rgbd is rendered, so no download is needed
         done = gadflow(step, tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
@@ -40,7 +34,7 @@ def test_train_all_runs_every_cell_and_tables_the_failed_ones(tmp_path):
 
 
 def test_train_all_refuses_unknown_cells_before_running_any(tmp_path):
-    shutil.copy(REPO / "tests" / "fixtures" / "params-smoke.yaml", tmp_path / "params.yaml")
+    shutil.copy(SMOKE_PARAMS, tmp_path / "params.yaml")
     result = gadflow(["train-all", "--experiments", "rgbd-adgan,no-such-cell"], tmp_path)
     assert result.returncode == 2
     assert "train-all: no such experiment in params.yaml: no-such-cell" in result.stderr
