@@ -144,7 +144,7 @@ def run(
     from flows.pipeline import experiment_flow
 
     _quiet_prefect_tracebacks()
-    result = experiment_flow(exp, loaded.registry, to_registry=register)
+    result = experiment_flow(exp, loaded.registry, loaded.promote, to_registry=register)
     typer.echo(result)
 
 
@@ -207,13 +207,39 @@ def repro(
     raise typer.Exit(code)
 
 
-@app.command("check-params")
+@app.command("nightly-score")
 @user_errors
-def check_params(params: Path = ParamsOption) -> None:
-    """Validate a params file and list what it declares."""
+def nightly_score(
+    params: Path = ParamsOption,
+    models: str = typer.Option("", help="comma-separated registered model names (default: params `nightly.models`)"),
+) -> None:
+    """Score the new partitions under nightly.incoming with each model's @champion (what the nightly deployment runs)."""
     from tasks.config import load_params
 
     loaded = load_params(params)
+    nightly = loaded.nightly
+    names = [n.strip() for n in models.split(",") if n.strip()]
+    if names:
+        nightly = nightly.model_copy(update={"models": names})
+    from flows.nightly import nightly_score_flow
+
+    _quiet_prefect_tracebacks()
+    for summary in nightly_score_flow(nightly, loaded.registry):
+        typer.echo(f"{summary['model']} v{summary['version']}: scored {summary['scored']}, skipped {summary['skipped']}, "
+                   f"quarantined {summary['quarantined']}; {summary['flagged']} of {summary['rows']} rows flagged")
+
+
+@app.command("check-params")
+@user_errors
+def check_params(params: Path = ParamsOption, deployments: Path = typer.Option(Path("prefect.yaml"), help="prefect.yaml whose nightly-score schedule must match nightly.cron")) -> None:
+    """Validate a params file (and that prefect.yaml's nightly schedule is params' `nightly.cron`); list what it declares."""
+    from tasks.config import ParamsError, load_params, nightly_cron_in
+
+    loaded = load_params(params)
+    if deployments.is_file():
+        cron = nightly_cron_in(deployments)
+        if cron != loaded.nightly.cron:
+            raise ParamsError(f"nightly.cron: '{loaded.nightly.cron}' in {params}, but {deployments} schedules nightly-score at '{cron}'; make them agree")
     typer.echo(f"{params}: ok — datasets {sorted(loaded.download)}, generated {sorted(loaded.generate)}, prepared {sorted(loaded.prepare)}, experiments {sorted(loaded.train)}")
 
 

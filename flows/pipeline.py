@@ -1,20 +1,21 @@
-"""The experiment flow: train -> calibrate -> score -> evaluate -> register, one (dataset, model) cell."""
+"""The experiment flow: train -> calibrate -> score -> evaluate -> register -> promote, one (dataset, model) cell."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from tasks.calibrate import calibrate_model
-from tasks.config import Experiment, RegisterParams
+from tasks.config import Experiment, PromoteParams, RegisterParams
 from tasks.evaluate import evaluate_scores
 from tasks.layout import experiment_dir, prepared_dir
+from tasks.promote import promote_model
 from tasks.register import register_model
 from tasks.score import score_test_set
 from tasks.train import train_model
 
 
 @flow(name="experiment", log_prints=False)
-def experiment_flow(exp: Experiment, registry: RegisterParams, to_registry: bool = True) -> str:
+def experiment_flow(exp: Experiment, registry: RegisterParams, promote: PromoteParams | None = None, to_registry: bool = True) -> str:
     """Run one experiment end to end; returns the registered model URI (or the report folder)."""
     data_dir = prepared_dir(exp.train.data)
     out_dir = experiment_dir(exp.name)
@@ -24,7 +25,9 @@ def experiment_flow(exp: Experiment, registry: RegisterParams, to_registry: bool
     report = evaluate_scores(exp.name, exp.evaluate, scores, model_dir, data_dir, out_dir)
     if not to_registry:
         return str(report)
-    return register_model(exp, registry, model_dir, report, out_dir)
+    model_uri = register_model(exp, registry, model_dir, report, out_dir)
+    promote_model(registry, promote or PromoteParams(), out_dir)  # moves @champion only on a validation metric that holds up
+    return model_uri
 
 
 @flow(name="experiment-from-params")
@@ -33,4 +36,4 @@ def experiment_from_params(experiment: str, params_file: str = "params.yaml", to
     from tasks.config import load_params
 
     params = load_params(params_file)
-    return experiment_flow(params.experiment(experiment), params.registry, to_registry=to_registry)
+    return experiment_flow(params.experiment(experiment), params.registry, params.promote, to_registry=to_registry)

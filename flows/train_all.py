@@ -47,7 +47,7 @@ def failure_table(results: list[CellResult]) -> str:
 
 def _run_in_process(experiment: str, params: Params, to_registry: bool) -> CellResult:
     try:
-        detail = experiment_flow(params.experiment(experiment), params.registry, to_registry=to_registry)
+        detail = experiment_flow(params.experiment(experiment), params.registry, params.promote, to_registry=to_registry)
     except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the others
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return CellResult(experiment, "Failed", first_line[:300])

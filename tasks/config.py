@@ -163,6 +163,37 @@ class RegisterParams(Strict):
     alias: Name = "candidate"
 
 
+class PromoteParams(Strict):
+    """The promotion gate: a new version gets `alias` when its validation metric is at least the champion's minus
+    `tolerance`. The metric is measured on the validation split (calibration normals against held-out training
+    anomalies), never on test data; a version without it is never promoted over a champion."""
+
+    metric: Literal["validation_auroc", "validation_auprc"] = "validation_auroc"
+    tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    alias: Name = "champion"
+
+
+class NightlyParams(Strict):
+    """Nightly scoring: each partition under <incoming>/<model>/ is scored by models:/<model>@<alias>
+    into <scored>/<model>/v<version>/<partition>.parquet; unreadable ones go to <quarantine>/<model>/."""
+
+    cron: str = "0 2 * * *"  # the nightly-score deployment's schedule (prefect.yaml must agree: `gadflow check-params`)
+    models: list[Name] = []  # registered model names (= experiment names) scored each night
+    incoming: str = "data/incoming"  # a folder, or an fsspec URI (file://, s3://, ...)
+    scored: str = "outputs/nightly/scored"
+    quarantine: str = "outputs/nightly/quarantine"
+    alias: Name = "champion"
+    id_column: Name = "id"  # parquet partitions: the ids copied to the output (row numbers when the column is absent)
+    max_flagged_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2  # the run fails above this share of flagged rows
+    mlflow_experiment: Name = "gadflow-nightly"
+
+    @model_validator(mode="after")
+    def _cron_has_five_fields(self) -> "NightlyParams":
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"cron: '{self.cron}' needs five fields (minute hour day month weekday)")
+        return self
+
+
 class Params(Strict):
     download: dict[Name, DatasetSpec]
     generate: dict[Name, GenerateParams] = {}
@@ -171,6 +202,8 @@ class Params(Strict):
     calibrate: dict[Name, CalibrateParams]
     evaluate: dict[Name, EvaluateParams]
     registry: RegisterParams = Field(default_factory=RegisterParams, alias="register")  # `register` shadows a pydantic name
+    promote: PromoteParams = Field(default_factory=PromoteParams)
+    nightly: NightlyParams = Field(default_factory=NightlyParams)
 
     @model_validator(mode="after")
     def _references(self) -> "Params":
@@ -214,6 +247,9 @@ class Params(Strict):
             if series != (train.model in SERIES_MODELS):
                 wanted = f"use one of {', '.join(SERIES_MODELS)}" if series else f"'{train.model}' takes windows of a time series"
                 raise ValueError(f"train.{name}.model: '{train.data}' is {'a time series' if series else 'not a time series'}; {wanted}")
+        unknown_models = [m for m in self.nightly.models if m not in self.train]
+        if unknown_models:
+            raise ValueError(f"nightly.models: '{unknown_models[0]}' is not an experiment of `train` (the registered model names: {', '.join(self.train)})")
         for section in ("calibrate", "evaluate"):
             missing = set(self.train) - set(getattr(self, section))
             extra = set(getattr(self, section)) - set(self.train)
@@ -279,6 +315,16 @@ def _allowed_keys(model: type[BaseModel], loc: list) -> list[str]:
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or n for n, f in current.model_fields.items()]
     return []
+
+
+def nightly_cron_in(prefect_yaml: Path) -> str | None:
+    """The cron of the nightly-score deployment's first schedule in a prefect.yaml (None when it has none)."""
+    deployments = (yaml.safe_load(Path(prefect_yaml).read_text()) or {}).get("deployments") or []
+    for deployment in deployments:
+        if deployment.get("name") == "nightly-score":
+            schedules = deployment.get("schedules") or []
+            return schedules[0].get("cron") if schedules else None
+    return None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

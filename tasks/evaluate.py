@@ -21,7 +21,7 @@ from .files import atomic_write_text
 from .metrics import ranking_metrics, threshold_metrics
 from .plots import anomaly_map_grid, image_grid, pr_plot, roc_plot, score_histogram, search_trajectory
 from .prepare import load_prepared
-from .score import POINTS_FILE
+from .score import POINTS_FILE, VALIDATION_SCORES_FILE
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,22 @@ def paper_protocol(labels: np.ndarray, scores: np.ndarray, top_fraction: float) 
     threshold = float(np.percentile(scores, 100 * (1 - top_fraction)))
     return {"name": PAPER_PROTOCOL.format(top_fraction), "uses_test_statistics": True, "top_fraction": top_fraction,
             "threshold": threshold, **threshold_metrics(labels, scores >= threshold)}
+
+
+NO_VALIDATION = "this dataset has no labelled anomalies outside its test split (training data are normal only)"
+
+
+def validation_metrics(calib_scores: np.ndarray, anomaly_scores_file: Path) -> dict:
+    """AUROC / AUPRC of the normal calibration split against the held-out validation anomalies (training data of the
+    anomaly classes). Neither was trained on and neither is test data, so the promotion gate may select on it.
+    (The threshold was fitted on the calibration split; ranking metrics do not depend on it.)"""
+    if not Path(anomaly_scores_file).is_file():
+        return {"available": False, "reason": NO_VALIDATION}
+    anomaly_scores = np.load(anomaly_scores_file)
+    labels = np.concatenate([np.zeros(len(calib_scores), dtype=np.int8), np.ones(len(anomaly_scores), dtype=np.int8)])
+    return {"available": True, "normal": "calibration split", "anomalies": "held-out training samples of the anomaly classes",
+            "n_normal": int(len(calib_scores)), "n_anomalous": int(len(anomaly_scores)),
+            **ranking_metrics(labels, np.concatenate([calib_scores, anomaly_scores]))}
 
 
 def search_convergence(generated_losses: np.ndarray, normal_losses: np.ndarray) -> dict:
@@ -108,6 +124,7 @@ def evaluate_scores(name: str, params: EvaluateParams, scores_path: Path, model_
         "counts": {"test": int(len(labels)), "test_anomalous": int(labels.sum()), "mc_samples": int(mc_scores.size), "calibration": len(calibration.calibration_scores)},
         "protocol": f"ours: the {calibration.method} threshold at nominal FPR {calibration.nominal_fpr:g}, fitted without test data",
     }
+    metrics["validation"] = validation_metrics(np.asarray(calibration.calibration_scores), out_dir / VALIDATION_SCORES_FILE)
     if params.paper_top_fraction is not None:
         metrics["paper_protocol"] = paper_protocol(labels, scores, params.paper_top_fraction)
     if data.kind == "series":

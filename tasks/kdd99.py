@@ -46,6 +46,7 @@ KDD99_COLUMNS = [*KDD99_FEATURES, LABEL]
 
 SCHEMA = "schema.json"  # the same name as tasks.prepare.SCHEMA (not imported: prepare dispatches here)
 TABULAR_FILES = {"train": "train.parquet", "calib": "calib.parquet", "test": "test.parquet", "test_raw": "test_raw.parquet"}
+VALIDATION_FILE = "val_anomalies.parquet"  # the train half's anomaly-class rows (never trained on), for the promotion gate
 INLIER_CLASS = "every label not in anomaly_labels"
 
 
@@ -146,10 +147,14 @@ def prepare_kdd99(name: str, params: PrepareParams, spec: DatasetSpec, raw: Path
         raise GadflowError(f"prepare.{name}.calibration_fraction {params.calibration_fraction} of {inlier_rows.size} inlier rows leaves an empty split")
     shuffled = np.random.default_rng([params.seed, 1]).permutation(inlier_rows)
     calib, train = half.iloc[np.sort(shuffled[:n_calib])], half.iloc[np.sort(shuffled[n_calib:])]
+    # validation anomalies: a seeded draw of the train half's anomaly-class rows, as many as the calibration split
+    anomaly_rows = np.flatnonzero(half[LABEL].isin(protocol.anomaly_labels).to_numpy())
+    val_anomalies = half.iloc[np.sort(np.random.default_rng([params.seed, 2]).permutation(anomaly_rows)[:n_calib])]
 
     pre = TabularPreprocessor.fit(train[KDD99_FEATURES], KDD99_CATEGORICAL, protocol.numeric_transform)
     names = pre.feature_names
-    features = {key: pre.transform(part[KDD99_FEATURES]) for key, part in (("train", train), ("calib", calib), ("test", test))}
+    parts = {"train": train, "calib": calib, "test": test, **({"val_anomalies": val_anomalies} if len(val_anomalies) else {})}
+    features = {key: pre.transform(part[KDD99_FEATURES]) for key, part in parts.items()}
     test_labels = test[LABEL].isin(protocol.anomaly_labels).to_numpy().astype(np.int8)  # (N_test,), 1 = anomaly class
 
     schema = {
@@ -162,18 +167,20 @@ def prepare_kdd99(name: str, params: PrepareParams, spec: DatasetSpec, raw: Path
         "features": names,
         "protocol": {**protocol.model_dump(), "calibration_fraction": params.calibration_fraction, "seed": params.seed,
                      "inlier_class": INLIER_CLASS},
-        "counts": {"train": len(train), "calib": len(calib), "test": len(test), "test_anomalous": int(test_labels.sum())},
-        "files": {**TABULAR_FILES, "preprocessor": PREPROCESSOR_FILE},
+        "counts": {"train": len(train), "calib": len(calib), "test": len(test), "test_anomalous": int(test_labels.sum()),
+                   "val_anomalies": len(val_anomalies)},
+        "files": {**TABULAR_FILES, "preprocessor": PREPROCESSOR_FILE, **({"val_anomalies": VALIDATION_FILE} if len(val_anomalies) else {})},
         "source_sha256": {role: f.sha256 for role, f in spec.files.items()},
         "unseen_categories": {"calib": pre.unseen_counts(calib), "test": pre.unseen_counts(test)},
     }
     with staged_dir(out_dir) as staging:
-        for key in ("train", "calib"):
-            write_parquet(pa.table(_feature_table(features[key], names)), staging / TABULAR_FILES[key])
+        for key in ("train", "calib", "val_anomalies"):
+            if key in features:
+                write_parquet(pa.table(_feature_table(features[key], names)), staging / schema["files"][key])
         test_table = {**_feature_table(features["test"], names), LABEL: test_labels, "class": pa.array(test[LABEL].to_numpy(dtype=object), pa.string())}
         write_parquet(pa.table(test_table), staging / TABULAR_FILES["test"])
         write_parquet(pa.Table.from_pandas(test[KDD99_COLUMNS], preserve_index=False), staging / TABULAR_FILES["test_raw"])
         pre.save(staging / PREPROCESSOR_FILE)
         (staging / SCHEMA).write_text(json.dumps(schema, indent=1))
-    log.info("%s: train %d, calib %d, test %d (%d anomalous), %d features", name, *schema["counts"].values(), pre.n_features)
+    log.info("%s: train %d, calib %d, test %d (%d anomalous), validation anomalies %d, %d features", name, *schema["counts"].values(), pre.n_features)
     return out_dir

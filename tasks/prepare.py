@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "schema.json"
 SPLIT_FILES = {"train": "train.npy", "calib": "calib.npy", "test": "test.npy", "test_labels": "test_labels.npy", "test_classes": "test_classes.npy"}
+VALIDATION_FILE = "val_anomalies.npy"  # held-out training images of the non-normal classes (when the source has them)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,17 @@ class PreparedData:
             return np.asarray(self._test_table(["class"]).column("class").to_pylist(), dtype=object)
         return self._split("test_classes")
 
+    @cached_property
+    def val_anomalies(self) -> np.ndarray | None:
+        """Labelled anomalies kept apart from test (training images / rows of the anomaly classes), or None.
+        With the calibration split as normals they form the validation set the promotion gate compares on."""
+        file = self.schema.get("files", {}).get("val_anomalies")
+        if file is None:
+            return None
+        if self.kind == "tabular":
+            return self._feature_parquet(file)
+        return np.load(self.folder / file, mmap_mode="r")
+
     def series_windows(self, key: str) -> list:
         """[(series name, Series, Windows)] of one split (train, calib, test), in stored order; windows are views."""
         from models.windowing import sliding_windows
@@ -110,11 +122,14 @@ class PreparedData:
             return WindowStack([w for _, _, w in self.series_windows(key)])
         if self.kind != "tabular":
             return np.load(self.folder / SPLIT_FILES[key], mmap_mode="r")
-        import pyarrow.parquet as pq
-
         from .kdd99 import TABULAR_FILES
 
-        table = pq.read_table(self.folder / TABULAR_FILES[key], columns=self.schema["features"])
+        return self._feature_parquet(TABULAR_FILES[key])
+
+    def _feature_parquet(self, file: str) -> np.ndarray:  # float32 (N, D)
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.folder / file, columns=self.schema["features"])
         return np.column_stack([table.column(name).to_numpy() for name in self.schema["features"]]).astype(np.float32, copy=False)
 
     def _test_table(self, columns: list[str]):
@@ -148,7 +163,10 @@ def one_class_split(
     train_images: np.ndarray, train_classes: np.ndarray, test_images: np.ndarray, test_classes: np.ndarray,
     normal_classes: list[int], calibration_fraction: float, seed: int,
 ) -> dict[str, np.ndarray]:
-    """Split by the one-class protocol; the calibration split is a seeded draw from the normal training images."""
+    """Split by the one-class protocol; the calibration split is a seeded draw from the normal training images.
+
+    ``val_anomalies``: a seeded draw of as many training images of the other classes as the calibration split
+    holds (fewer if there are fewer); empty when the training set has normal images only."""
     normal_idx = np.flatnonzero(np.isin(train_classes, normal_classes))
     if normal_idx.size == 0:
         present = sorted(set(np.unique(train_classes).tolist()))
@@ -158,7 +176,10 @@ def one_class_split(
         raise GadflowError(f"calibration_fraction {calibration_fraction} of {normal_idx.size} normal images leaves an empty split")
     shuffled = np.random.default_rng(seed).permutation(normal_idx)
     calib_idx, train_idx = np.sort(shuffled[:n_calib]), np.sort(shuffled[n_calib:])
+    other_idx = np.flatnonzero(~np.isin(train_classes, normal_classes))
+    val_idx = np.sort(np.random.default_rng([seed, 2]).permutation(other_idx)[:n_calib])
     return {
+        "val_anomalies": train_images[val_idx],
         "train": train_images[train_idx],
         "calib": train_images[calib_idx],
         "test": np.asarray(test_images),
@@ -238,13 +259,14 @@ def prepare_dataset(name: str, params: PrepareParams, spec: DatasetSpec | None, 
             "calib": len(splits["calib"]),
             "test": len(splits["test"]),
             "test_anomalous": int(splits["test_labels"].sum()),
+            "val_anomalies": len(splits["val_anomalies"]),
         },
-        "files": SPLIT_FILES,
+        "files": {**SPLIT_FILES, **({"val_anomalies": VALIDATION_FILE} if len(splits["val_anomalies"]) else {})},
         "source_sha256": {role: f.sha256 for role, f in spec.files.items()} if spec else "generated (see params `generate`)",
     }
     with staged_dir(out_dir) as staging:
-        for key, file in SPLIT_FILES.items():
+        for key, file in schema["files"].items():
             np.save(staging / file, splits[key])
         (staging / SCHEMA).write_text(json.dumps(schema, indent=1))
-    log.info("%s: train %d, calib %d, test %d (%d anomalous), images %s", name, *schema["counts"].values(), schema["shape"])
+    log.info("%s: train %d, calib %d, test %d (%d anomalous), validation anomalies %d, images %s", name, *schema["counts"].values(), schema["shape"])
     return out_dir

@@ -33,7 +33,7 @@ def tracking_uri(registry: RegisterParams) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or registry.tracking_uri or f"sqlite:///{DEFAULT_DB.resolve()}"
 
 
-def _experiment_id(client, name: str, uri: str) -> str:
+def experiment_id(client, name: str, uri: str) -> str:
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
@@ -78,12 +78,15 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
     paths = train_paths(out_dir)
     history = json.loads(paths["history"].read_text())
 
-    with mlflow.start_run(experiment_id=_experiment_id(client, registry.experiment, uri), run_name=exp.name) as run:
+    with mlflow.start_run(experiment_id=experiment_id(client, registry.experiment, uri), run_name=exp.name) as run:
         mlflow.log_params({**_flat("train", exp.train.model_dump()), **_flat("calibrate", exp.calibrate.model_dump()), **_flat("evaluate", exp.evaluate.model_dump())})
         for record in history:
             mlflow.log_metrics({k: v for k, v in record.items() if k not in ("epoch", "seconds")}, step=record["epoch"])
         mlflow.log_metrics({k: metrics[k] for k in ("precision", "recall", "f1", "auroc", "auprc", "achieved_fpr", "threshold", "nominal_fpr")})
         mlflow.log_metrics({f"fpr_{m}": v["fpr"] for m, v in metrics["thresholds"].items()})
+        validation = metrics.get("validation", {})
+        if validation.get("available"):  # the promotion gate's metrics (validation split, not test)
+            mlflow.log_metrics({f"validation_{k}": validation[k] for k in ("auroc", "auprc")})
         if "paper_protocol" in metrics:  # reported for comparison with published numbers; its threshold is a test statistic
             mlflow.log_metrics({f"paper_protocol_{k}": metrics["paper_protocol"][k] for k in ("precision", "recall", "f1", "fpr")})
         mlflow.log_artifacts(str(report_dir), "report")
@@ -106,6 +109,7 @@ def _log_and_register(exp: Experiment, registry: RegisterParams, uri: str, model
         "nominal_fpr": calibration.nominal_fpr,
         "model_id": calibration.model_id,
         **{f"test_{k}": metrics[k] for k in ("precision", "recall", "f1", "auroc")},
+        **({f"validation_{k}": validation[k] for k in ("auroc", "auprc")} if validation.get("available") else {}),
         **({f"test_paper_protocol_{k}": metrics["paper_protocol"][k] for k in ("precision", "recall", "f1")} if "paper_protocol" in metrics else {}),
     }
     # tags are created with the version, so no version ever exists without its threshold

@@ -13,12 +13,13 @@ from prefect.cache_policies import NONE
 from models import Calibration, load_detector
 from models.threshold import THRESHOLD_FILE
 
-from .files import write_parquet
+from .files import save_npy, write_parquet
 from .prepare import load_prepared
 
 log = logging.getLogger(__name__)
 
 POINTS_FILE = "points.parquet"  # time series only: one row per scored test point
+VALIDATION_SCORES_FILE = "calibration/val_anomaly_scores.npy"  # scores of the held-out validation anomalies (never test data)
 
 
 @task(cache_policy=NONE, persist_result=False)
@@ -41,6 +42,8 @@ def score_test_set(model_dir: Path, data_dir: Path, out_dir: Path, batch_size: i
         columns.update(p_value=calibration.p_values(scores), is_anomaly=calibration.is_anomaly(scores))
         log.info("scored %d test samples; %d flagged at threshold %.5g", len(scores), int(columns["is_anomaly"].sum()), calibration.threshold)
     path = write_parquet(pa.table(columns), out_dir / "scores.parquet")
+    if data.val_anomalies is not None:  # the promotion gate's validation set: these against the calibration split
+        save_npy(out_dir / VALIDATION_SCORES_FILE, detector.score(data.val_anomalies, batch_size=batch_size, progress=True))
     if data.kind == "series":  # the time points the alerts are about: points.parquet beside the window scores
         from .series_scores import point_scores_by_series, points_table
 

@@ -77,7 +77,7 @@ def raw(tmp_path) -> Path:
 
 
 def features(out: Path, split: str) -> pd.DataFrame:
-    return pq.read_table(out / TABULAR_FILES[split]).to_pandas()
+    return pq.read_table(out / TABULAR_FILES.get(split, f"{split}.parquet")).to_pandas()
 
 
 def row_ids(out: Path, split: str) -> np.ndarray:
@@ -261,14 +261,15 @@ def test_prepare_writes_the_files_and_feature_count(raw, tmp_path, caplog):
     for split in ("train", "calib"):
         assert list(features(out, split).columns) == pre.feature_names
     assert list(features(out, "test").columns) == [*pre.feature_names, "label", "class"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([*TABULAR_FILES.values(), PREPROCESSOR_FILE, SCHEMA])
-    assert schema["files"] == {**TABULAR_FILES, "preprocessor": PREPROCESSOR_FILE}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*TABULAR_FILES.values(), PREPROCESSOR_FILE, SCHEMA, "val_anomalies.parquet"])
+    assert schema["files"] == {**TABULAR_FILES, "preprocessor": PREPROCESSOR_FILE, "val_anomalies": "val_anomalies.parquet"}
     assert schema["format"] == "kdd99" and schema["kind"] == "tabular" and schema["source"] == "kdd"
     assert schema["source_sha256"] == {"train": FAKE_SHA, "test": FAKE_SHA}
     assert schema["protocol"] == {"anomaly_labels": ["normal."], "test_fraction": 0.5, "test_file": "split", "numeric_transform": "log1p",
                                   "calibration_fraction": 0.1, "seed": 0, "inlier_class": "every label not in anomaly_labels"}
     assert [r.getMessage() for r in caplog.records] == [f"tiny: train {schema['counts']['train']}, calib {schema['counts']['calib']}, "
-                                                        f"test 100 ({schema['counts']['test_anomalous']} anomalous), {expected} features"]
+                                                        f"test 100 ({schema['counts']['test_anomalous']} anomalous), "
+                                                        f"validation anomalies {schema['counts']['val_anomalies']}, {expected} features"]
 
 
 def test_no_nan_in_written_features(raw, tmp_path):
@@ -323,7 +324,9 @@ def test_split_sizes_disjointness_and_inliers_only(raw, tmp_path, seed, calibrat
     assert train | calib == inliers  # no anomaly row of the train half is used
     assert all(labels[i] != "normal." for i in train | calib)
     counts = json.loads((out / SCHEMA).read_text())["counts"]
-    assert counts == {"train": len(train), "calib": len(calib), "test": len(test), "test_anomalous": sum(labels[i] == "normal." for i in test)}
+    half_anomalies = half - inliers
+    assert counts == {"train": len(train), "calib": len(calib), "test": len(test), "test_anomalous": sum(labels[i] == "normal." for i in test),
+                      "val_anomalies": min(len(calib), len(half_anomalies))}
     assert np.all(np.diff(row_ids(out, "train")) > 0) and np.all(np.diff(row_ids(out, "test")) > 0)  # file order kept
 
 
@@ -424,3 +427,17 @@ def test_real_kdd99_paper_protocol(tmp_path):
     assert pre.n_features == N_NUMERIC + sum(len(v) + 1 for v in pre.categorical.values()) == schema["shape"][0]
     assert len(pre.categorical["protocol_type"]) == 3
     assert seconds < 20, f"prepare took {seconds:.1f} s"
+
+
+def test_validation_anomalies_are_train_half_anomaly_rows_never_test_rows(raw, tmp_path):
+    out = run_prepare(raw, tmp_path / "out")
+    schema = json.loads((out / SCHEMA).read_text())
+    labels = labels_by_id()
+    val_ids = set(row_ids(out, "val_anomalies").tolist())
+    assert len(val_ids) == schema["counts"]["val_anomalies"] > 0
+    assert val_ids and all(labels[i] == "normal." for i in val_ids)  # `normal.` is the anomaly class of the protocol
+    assert not val_ids & set(row_ids(out, "test").tolist())
+    assert not val_ids & set(row_ids(out, "train").tolist()) and not val_ids & set(row_ids(out, "calib").tolist())
+    from tasks.prepare import load_prepared
+
+    assert load_prepared(out).val_anomalies.shape == (len(val_ids), schema["shape"][0])

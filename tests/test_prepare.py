@@ -14,7 +14,7 @@ from PIL import Image
 
 from models.errors import GadflowError
 from tasks.config import DatasetSpec, FileSpec, PrepareParams
-from tasks.prepare import SCHEMA, SPLIT_FILES, load_prepared, one_class_split, prepare_dataset
+from tasks.prepare import SCHEMA, SPLIT_FILES, VALIDATION_FILE, load_prepared, one_class_split, prepare_dataset
 
 FAKE_SHA = "0" * 64
 
@@ -129,11 +129,11 @@ def test_prepare_idx_round_trip(tmp_path, tiny_idx):
     prepared = load_prepared(out)
     assert (prepared.channels, prepared.size) == (1, 8)
     assert prepared.schema["shape"] == [1, 8, 8]
-    assert prepared.schema["counts"] == {"train": 24, "calib": 6, "test": 24, "test_anomalous": 12}
+    assert prepared.schema["counts"] == {"train": 24, "calib": 6, "test": 24, "test_anomalous": 12, "val_anomalies": 6}
     assert prepared.schema["normal_classes"] == [0, 2]
     assert prepared.schema["source_sha256"] == {role: FAKE_SHA for role in IDX_FILES}
     assert json.loads((out / SCHEMA).read_text()) == prepared.schema
-    assert sorted(p.name for p in out.iterdir()) == sorted([SCHEMA, *SPLIT_FILES.values()])
+    assert sorted(p.name for p in out.iterdir()) == sorted([SCHEMA, *SPLIT_FILES.values(), VALIDATION_FILE])
 
     for key in SPLIT_FILES:
         arr = getattr(prepared, key)
@@ -148,6 +148,11 @@ def test_prepare_idx_round_trip(tmp_path, tiny_idx):
     for key in SPLIT_FILES:
         np.testing.assert_array_equal(np.asarray(getattr(prepared, key)), expected[key])
     np.testing.assert_array_equal(prepared.test_labels, np.isin(data["test_labels"], [0, 2]) == 0)
+    # validation anomalies: training images of the other classes (never test images), as many as the calibration split
+    np.testing.assert_array_equal(np.asarray(prepared.val_anomalies), expected["val_anomalies"])
+    other = data["train_images"][~np.isin(data["train_labels"], [0, 2])]
+    assert len(prepared.val_anomalies) == 6
+    assert all((other == image[0]).all(axis=(1, 2)).any() for image in np.asarray(prepared.val_anomalies))
     # nothing but the output folder is left next to it (no staging folders)
     assert [p.name for p in out.parent.iterdir()] == ["tiny"]
 
@@ -214,7 +219,8 @@ def test_prepare_png_folder(tmp_path):
     out = tmp_path / "prepared" / "shapes"
     prepare_dataset.fn("shapes", PrepareParams(source="shapes", calibration_fraction=0.2), spec, raw, out)
     prepared = load_prepared(out)
-    assert prepared.schema["counts"] == {"train": 8, "calib": 2, "test": 7, "test_anomalous": 4}
+    assert prepared.schema["counts"] == {"train": 8, "calib": 2, "test": 7, "test_anomalous": 4, "val_anomalies": 0}
+    assert prepared.val_anomalies is None and not (out / VALIDATION_FILE).exists()  # normal-only training folder
     assert prepared.test.shape == (7, 3, 8, 8)
     assert prepared.test_labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
 
