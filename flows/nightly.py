@@ -45,7 +45,9 @@ def nightly_score_flow(nightly: NightlyParams, registry: RegisterParams) -> list
 @flow(name="nightly-score-from-params")
 def nightly_score_from_params(params_file: str = "params.yaml") -> list[dict]:
     """Deployment entry point: load and validate params (the edge), then run the nightly-score flow."""
+    from flows.pipeline import show_library_logs
     from tasks.config import load_params
 
+    show_library_logs()
     params = load_params(params_file)
     return nightly_score_flow(params.nightly, params.registry)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from prefect import flow
 
 from tasks.calibrate import calibrate_model
@@ -30,10 +32,18 @@ def experiment_flow(exp: Experiment, registry: RegisterParams, promote: PromoteP
     return model_uri
 
 
+def show_library_logs() -> None:
+    """INFO from the models and tasks packages (resume, thresholds, progress). Under a worker, prefect.yaml's
+    PREFECT_LOGGING_EXTRA_LOGGERS=models,tasks sends them to the run's logs; this sets the level they pass at."""
+    for name in ("models", "tasks"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 @flow(name="experiment-from-params")
 def experiment_from_params(experiment: str, params_file: str = "params.yaml", to_registry: bool = True) -> str:
     """Deployment entry point: load and validate params (the edge), then run the experiment flow."""
     from tasks.config import load_params
 
+    show_library_logs()
     params = load_params(params_file)
     return experiment_flow(params.experiment(experiment), params.registry, params.promote, to_registry=to_registry)

@@ -11,8 +11,10 @@ Everything is stopped at the end, workers before the server. The tests run in fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -48,9 +50,8 @@ def project(tmp_path_factory) -> Path:
 
 
 def base_env(root: Path) -> dict[str, str]:
-    # PREFECT_LOGGING_EXTRA_LOGGERS: the models' and tasks' own log lines (e.g. "resumed from") reach the worker's output
-    return project_env(root, GADFLOW_REPO=str(root), GADFLOW_DATA_MIRROR=str(dataset_mirror("skab")), PREFECT_WORKER_QUERY_SECONDS="2",
-                       PREFECT_LOGGING_EXTRA_LOGGERS="models,tasks")
+    # the models' own log lines (e.g. "resumed from") reach the worker's output through prefect.yaml's job variables
+    return project_env(root, GADFLOW_REPO=str(root), GADFLOW_DATA_MIRROR=str(dataset_mirror("skab")), PREFECT_WORKER_QUERY_SECONDS="2")
 
 
 def start_worker(project: Path, env: dict[str, str], name: str, pool: str) -> subprocess.Popen:
@@ -98,7 +99,7 @@ def test_train_all_deployment_fans_the_cells_out_over_both_gpu_workers(project, 
     for cell in CELLS:
         registered = json.loads((project / "outputs" / cell / "registered.json").read_text())
         assert registered["uri"] == f"models:/{cell}@candidate"
-    submitted = {name: log.read_text().count("submitting flow run") for name, log in worker_logs.items()}
+    submitted = {name: log.read_text().count("submitted to infrastructure") for name, log in worker_logs.items()}  # an aborted submission (a race lost to the other worker) does not count
     assert submitted == {"gpu-1": 1, "gpu-2": 1, "cpu-1": 1}, submitted  # one cell on each gpu worker; train-all on the cpu one
 
 
@@ -142,7 +143,7 @@ def test_nightly_score_deployment_scores_new_partitions_once(project, server):
     second = run(command, project, env, timeout=600)
     assert "Completed" in second.stdout, second.stdout[-3000:]
     assert {p: p.stat().st_mtime_ns for p in scored.rglob("*.parquet")} == stamps  # nothing new written
-    assert worker_logs["cpu-1"].read_text().count("submitting flow run") >= 3  # train-all, then both nightly runs on the cpu pool
+    assert worker_logs["cpu-1"].read_text().count("submitted to infrastructure") == 3  # train-all, then both nightly runs on the cpu pool
 
 
 def _epochs_done(checkpoint: Path) -> int:
@@ -152,10 +153,25 @@ def _epochs_done(checkpoint: Path) -> int:
         return 0
 
 
+def _flow_run_processes(flow_run_id: str) -> list[int]:
+    """PIDs of the processes running flow run ``flow_run_id`` (Prefect puts its id in their environment)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
 @pytest.mark.integration
 def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(project, server):
-    """rgbd-resume: rgbd-adgan's settings with 12 epochs. Both gpu workers are SIGKILLed (with their flow runs) once
-    a checkpoint exists; the rerun on a fresh worker starts after the checkpoint's epoch and finishes."""
+    """rgbd-resume: rgbd-adgan's settings with 12 epochs. Once a checkpoint exists, both gpu workers and the flow
+    run's processes (a process worker runs each in its own process group) are SIGKILLed, as when the machine dies;
+    the rerun on a fresh worker starts after the checkpoint's epoch and finishes."""
     env, _, started, processes = server
     params = yaml.safe_load((project / "params.yaml").read_text())
     for section in ("train", "calibrate", "evaluate"):
@@ -164,7 +180,8 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(project, serve
     (project / "params-resume.yaml").write_text(yaml.safe_dump(params))
     command = [str(BIN / "prefect"), "deployment", "run", "experiment-from-params/train",
                "--param", "experiment=rgbd-resume", "--param", "params_file=params-resume.yaml"]
-    run(command, project, env)
+    created = run(command, project, env).stdout
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
     checkpoint = project / "outputs/rgbd-resume/train/checkpoints/last.pt"
     deadline = time.monotonic() + 300
     while _epochs_done(checkpoint) < 1:
@@ -173,6 +190,13 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(project, serve
     for name in ("gpu-1", "gpu-2"):
         os.killpg(started[name].pid, signal.SIGKILL)
         started[name].wait()
+    victims = _flow_run_processes(flow_run_id)
+    assert victims, "the flow run's process was not found"
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+    time.sleep(1)
+    assert not _flow_run_processes(flow_run_id)
     at_kill = _epochs_done(checkpoint)
     assert 1 <= at_kill < 12, at_kill
     fresh = start_worker(project, env, "gpu-3", "gpu")
