@@ -112,7 +112,7 @@ def test_smoke_repro_finishes_in_time(repro):
     assert seconds < 600, f"smoke dvc repro of every system took {seconds:.0f}s"
     for experiment in EXPERIMENTS:
         expected = ["model/model.pt", "model/threshold.json", "scores.parquet", "report/metrics.json", "report/plots/roc.png",
-                    "report/plots/mc_histogram.png", "train/losses.png", "registered.json"]
+                    "report/plots/mc_histogram.png", "train/losses.png", "registered.json", "promotion.json"]
         if experiment in SERIES:
             expected += ["points.parquet", "model/series_transform.json", "model/windowing.json", "report/plots/series_scores.png"]
             expected += ["train/samples/epoch_001.png", "report/plots/frame_sequence.png"] if experiment == "mnistseq-madgan" else []
@@ -121,6 +121,8 @@ def test_smoke_repro_finishes_in_time(repro):
         expected += ["report/plots/anomaly_maps.png"] if experiment == "mnist-ganomaly" else []
         for rel in expected:
             assert (root / "outputs" / experiment / rel).is_file(), f"{experiment}/{rel}"
+        promotion = json.loads((root / "outputs" / experiment / "promotion.json").read_text())
+        assert promotion["promoted"] and promotion["reason"] == "first model of this name", promotion  # a fresh registry
         summary = json.loads((root / "outputs" / experiment / "report" / "summary.json").read_text())
         assert ("search_convergence" in summary) == (experiment in LATENT_SEARCH), experiment  # the label-free check of the search
         metrics = json.loads((root / "outputs" / experiment / "report" / "metrics.json").read_text())
