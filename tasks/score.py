@@ -44,6 +44,8 @@ def score_test_set(model_dir: Path, data_dir: Path, out_dir: Path, batch_size: i
     path = write_parquet(pa.table(columns), out_dir / "scores.parquet")
     if data.val_anomalies is not None:  # the promotion gate's validation set: these against the calibration split
         save_npy(out_dir / VALIDATION_SCORES_FILE, detector.score(data.val_anomalies, batch_size=batch_size, progress=True))
+    else:  # data prepared without validation anomalies: no earlier run's scores may stand in for them
+        (out_dir / VALIDATION_SCORES_FILE).unlink(missing_ok=True)
     if data.kind == "series":  # the time points the alerts are about: points.parquet beside the window scores
         from .series_scores import point_scores_by_series, points_table
 

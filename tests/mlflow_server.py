@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from flows.local_server import free_loopback_port as free_port  # noqa: F401  (re-exported for the tests)
+
 from .project_copy import BIN
 
 log = logging.getLogger(__name__)
@@ -22,13 +23,6 @@ log = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 _RUNNING: dict[str, subprocess.Popen] = {}  # URL -> server process, for stop_mlflow_server
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _log_tail(log_file: Path, chars: int = 3000) -> str:
