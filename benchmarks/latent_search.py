@@ -1,36 +1,30 @@
 """Latent-search speed: the batched engine vs the per-sample reference, in the same run.
 
-Same generator (the mnist-adgan architecture of params.yaml: 28×28, latent 64, base width 32), same k
-and S (19 steps, 3 restarts, lr_z 5e-2), at lr_θ = 0 (fast path) and lr_θ = 6e-9 (per-pair generator
-copies), and at lr_θ = 0 with the optional channels-last generator copy (not bit-comparable with the
-reference). Reports samples/s of both, the achieved GFLOP/s of the engine (FLOPs counted by
-torch.utils.flop_counter) against a float32 matmul peak measured in this run, and the largest relative
-difference between engine and reference scores. One JSON object is the last line.
+The generator and search of the mnist-adgan experiment of params.yaml (28×28 MNIST images; network, k, S, lr_z,
+memory budget and seed as configured there: latent 64, base width 32, 19 steps, 3 restarts, lr_z 5e-2), untrained
+(speed does not depend on training), on the CPU, on random targets. Three arms, the benchmark's own design: lr_θ = 0 (fast path),
+lr_θ = 0 with the optional channels-last generator copy (not bit-comparable with the reference), and lr_θ = 6e-9
+(per-pair generator copies). Reports samples/s of both, the achieved GFLOP/s of the engine (FLOPs counted by
+torch.utils.flop_counter) against a float32 matmul peak measured in this run, and the largest relative difference
+between engine and reference scores. The reference is models.latent_search_reference.reference_search.
+One JSON object is the last line.
 
     python benchmarks/latent_search.py
-    python benchmarks/latent_search.py --quick     # fewer samples, < 1 minute
+    python benchmarks/latent_search.py --quick     # the smoke overlay's search (base width 16, 3 steps, 1 restart), fewer samples
+    python benchmarks/latent_search.py --set experiments.mnist-adgan.model.search.memory_budget_mb=4096
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import common
 
-from models.dcgan import DCGANShape, Generator  # noqa: E402
-from models.latent_detectors import mse_loss  # noqa: E402
-from models.latent_search import LatentSearch, LatentSearchConfig, initial_latents  # noqa: E402
-from tests.latent_search_reference import reference_search  # noqa: E402
+EXPERIMENT = "mnist-adgan"
+IMAGE_SHAPE = (1, 28, 28)  # MNIST's: the targets are random, no data is read
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -51,22 +45,29 @@ def timed(fn) -> tuple[float, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    shape = DCGANShape(channels=1, size=28, latent_dim=64, base_channels=32)
-    generator = Generator(shape).eval()
+    args = common.parser(__doc__).parse_args()
+    loaded = common.settings(args)
+    from models.inputs import InputSpec
+    from models.latent_gans import mse_loss
+    from models.latent_search import LatentSearch, initial_latents
+    from models.latent_search_reference import reference_search
+    from models.registry import get_detector
+
+    exp = loaded.params.experiment(EXPERIMENT)
+    # the experiment's networks, seeded as training seeds them, on the CPU (the benchmark's design: CPU peak, CPU chunking)
+    detector = get_detector(exp.model.kind)(exp.model.replace(device="cpu"), InputSpec("image", IMAGE_SHAPE))
+    generator = detector.generator.eval()
+    search, latent_dim = exp.model.search, exp.model.network.latent_dim
     n_engine, n_theta, n_reference = (128, 16, 4) if args.quick else (1024, 64, 16)
-    targets = torch.rand(n_engine, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    z0 = initial_latents(range(n_engine), 3, shape.latent_dim, seed=0)
+    targets = torch.rand(n_engine, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z0 = initial_latents(range(n_engine), search.n_seeds, latent_dim, seed=search.seed)
     peak = matmul_peak_gflops()
-    result = {"benchmark": "latent_search", "quick": args.quick, "generator_params": sum(p.numel() for p in generator.parameters()),
-              "k": 19, "n_seed": 3, "matmul_peak_gflops": round(peak, 1)}
+    result = {"experiment": EXPERIMENT, "generator_params": sum(p.numel() for p in generator.parameters()),
+              "device": "cpu", "k": search.steps, "n_seed": search.n_seeds, "search": search.to_dict(), "matmul_peak_gflops": round(peak, 1)}
     runs = (("lr_theta_0", 0.0, False, n_engine), ("lr_theta_0_channels_last", 0.0, True, n_engine), ("lr_theta_6e-9", 6e-9, False, n_theta))
     for label, lr_theta, channels_last, n in runs:
-        cfg = LatentSearchConfig(n_seeds=3, steps=19, lr_z=5e-2, lr_theta=lr_theta, memory_budget_mb=4096, channels_last=channels_last)
-        engine = LatentSearch(generator, shape.latent_dim, mse_loss, cfg)
+        cfg = search.replace(lr_theta=lr_theta, channels_last=channels_last)
+        engine = LatentSearch(generator, latent_dim, mse_loss, cfg)
         with FlopCounterMode(display=False) as counter:
             engine.search(targets[:4], z0[:4])
         flops_per_sample = counter.get_total_flops() / 4
@@ -88,8 +89,8 @@ def main() -> None:
         }
     # the targets of the issue are stated at lr_θ = 0, for the default (exact) mode
     result.update({k: result["lr_theta_0"][k] for k in ("speedup_vs_reference", "fraction_of_peak", "max_rel_diff_vs_reference")})
-    result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    print(json.dumps(result))
+    result["threads"] = torch.get_num_threads()
+    common.emit("latent_search", loaded, result)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,25 @@
 """Nightly scoring throughput: one partition scored end to end by the registered @champion, as nightly-score does it
 (read the partition, check its schema, pyfunc predict, write the scored parquet atomically).
 
-Two partitions, each with the default network sizes and search budgets of params.yaml (trained for one epoch:
-speed does not depend on how well a model is trained), registered and promoted in a temporary sqlite MLflow:
+Two partitions, each scored by its experiment of params.yaml (its network sizes and search budgets), run through the
+pipeline's own steps (prepare, then run_experiment: train, calibrate, score, report, register, promote) into a
+temporary sqlite MLflow. Each model is trained for one epoch (the benchmark's own change,
+experiments.<e>.model.training.epochs, recorded in the JSON: speed does not depend on how well a model is trained;
+--train-epochs 0 keeps params.yaml's):
 - smd-madgan: a 100,000-row SMD-shaped partition (38 sensor columns + id): the real SMD test rows of the mirror's
   machines, in order, cut at 100k rows;
 - mnist-dcgan: the MNIST test set, 10,000 uint8 images (N, 1, 28, 28) in one .npy partition.
-Loading the model (once per version per process) is timed apart from scoring. One JSON object is the last line.
+Loading the model (once per version per process) is timed apart from scoring (tasks.tracking.nightly, the plain
+functions the nightly-score flow's tasks call). One JSON object is the last line.
 
     python benchmarks/nightly_throughput.py
     python benchmarks/nightly_throughput.py --rows 20000 --images 2000      # quicker
+    python benchmarks/nightly_throughput.py --quick      # the smoke overlay's tiny settings, 20,000 rows and 2,000 images
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import os
-import platform
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,47 +27,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import common
 
-from tasks import nightly  # noqa: E402
-from tasks.calibrate import calibrate_model  # noqa: E402
-from tasks.config import NightlyParams, load_params  # noqa: E402
-from tasks.download import download_dataset  # noqa: E402
-from tasks.evaluate import evaluate_scores  # noqa: E402
-from tasks.prepare import load_prepared, prepare_dataset  # noqa: E402
-from tasks.promote import promote_model  # noqa: E402
-from tasks.register import register_model  # noqa: E402
-from tasks.score import score_test_set  # noqa: E402
-from tasks.smd import read_smd_values  # noqa: E402
-from tasks.train import train_model  # noqa: E402
-
-log = logging.getLogger("benchmark")
+log = common.log
+EXPERIMENTS = {"smd-madgan": "smd.parquet", "mnist-dcgan": "mnist-test.npy"}  # experiment -> its partition
 
 
-def champion_of(name: str, params, work: Path) -> Path:
-    """Train (1 epoch), calibrate, score, evaluate, register and promote experiment `name`; returns its data folder."""
-    exp = params.experiment(name)
-    exp = exp.model_copy(update={"train": exp.train.model_copy(update={"epochs": 1})})
-    prep = params.prepare[exp.train.data]
-    spec = params.download[prep.source]
-    raw = download_dataset.fn(prep.source, spec, work / "raw" / prep.source)
-    data_dir = prepare_dataset.fn(exp.train.data, prep, spec, raw, work / "prepared" / exp.train.data)
-    out = work / "outputs" / name
-    model_dir = train_model.fn(name, exp.train, data_dir, out)
-    calibrate_model.fn(exp.calibrate, model_dir, data_dir, out)
-    scores = score_test_set.fn(model_dir, data_dir, out, exp.evaluate.score_batch_size)
-    report = evaluate_scores.fn(name, exp.evaluate, scores, model_dir, data_dir, out)
-    register_model.fn(exp, params.registry, model_dir, report, out)
-    promote_model.fn(params.registry, params.promote, out)
-    return data_dir
-
-
-def smd_partition(work: Path, data_dir: Path, rows: int, path: Path) -> int:
+def smd_partition(raw: Path, channels: list[str], rows: int, path: Path) -> int:
     """The mirror's SMD test rows, machine after machine, cut at `rows`, with the model's channel names and an id."""
-    channels = load_prepared(data_dir).schema["input_channels"]
+    from tasks.sources.smd import read_smd_values
+
     parts, total = [], 0
-    for file in sorted((work / "raw" / "smd" / "test").glob("machine-*.txt")):
+    for file in sorted((raw / "test").glob("machine-*.txt*")):
         values = read_smd_values(file)
         parts.append(values)
         total += len(values)
@@ -80,13 +50,15 @@ def smd_partition(work: Path, data_dir: Path, rows: int, path: Path) -> int:
     return len(frame)
 
 
-def time_partition(name: str, partition: Path, registry, params: NightlyParams) -> dict:
-    champion = nightly.resolve_champion.fn(registry, name, "champion")
+def time_partition(name: str, partition: Path, params) -> dict:
+    from tasks.tracking import nightly
+
+    champion = nightly.resolve_champion(params.registry, name, params.nightly.alias)
     start = time.perf_counter()
     nightly._model(champion.uri, champion.tracking_uri)  # loaded once per version per process
     load_s = time.perf_counter() - start
     start = time.perf_counter()
-    result = nightly.score_partition.fn(champion, str(partition), params)
+    result = nightly.score_partition(champion, str(partition), params.nightly)
     seconds = time.perf_counter() - start
     assert result.status == "scored", result
     return {"model": name, "version": champion.version, "rows": result.rows, "flagged": result.flagged,
@@ -94,40 +66,49 @@ def time_partition(name: str, partition: Path, registry, params: NightlyParams) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--rows", type=int, default=100_000, help="rows of the SMD-shaped partition")
-    parser.add_argument("--images", type=int, default=10_000, help="MNIST test images in the image partition")
+    parser = common.parser(__doc__)
+    parser.add_argument("--rows", type=int, default=None, help="rows of the SMD-shaped partition (default 100000; --quick: 20000)")
+    parser.add_argument("--images", type=int, default=None, help="MNIST test images in the image partition (default 10000; --quick: 2000)")
+    parser.add_argument("--train-epochs", type=int, default=1, help="epochs each model is trained for (default 1; 0: params.yaml's)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    os.environ.setdefault("GADFLOW_DATA_MIRROR", str(REPO.parent / "shared" / "datasets"))
-    params = load_params(args.params)
+    loaded = common.settings(args)
+    from tasks.adapters import load_prepared
+    from tasks.layout import raw_dir
+
+    n_rows = args.rows if args.rows is not None else (20_000 if args.quick else 100_000)
+    n_images = args.images if args.images is not None else (2_000 if args.quick else 10_000)
     results = []
-    with tempfile.TemporaryDirectory(prefix="gadflow-nightly-bench-") as tmp:
-        work = Path(tmp)
-        os.chdir(work)  # the sqlite registry and its artifacts live in the temporary folder
+    with common.workspace(prefix="gadflow-nightly-bench-") as work:
+        # the sqlite registry and its artifacts live in the temporary folder; the nightly folders too
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
         incoming = work / "incoming"
-        nightly_params = NightlyParams(incoming=str(incoming), scored=str(work / "scored"), quarantine=str(work / "quarantine"))
-        smd_dir = champion_of("smd-madgan", params, work)
-        (incoming / "smd-madgan").mkdir(parents=True)
-        n_rows = smd_partition(work, smd_dir, args.rows, incoming / "smd-madgan" / "smd.parquet")
-        mnist_dir = champion_of("mnist-dcgan", params, work)
-        (incoming / "mnist-dcgan").mkdir(parents=True)
-        np.save(incoming / "mnist-dcgan" / "mnist-test.npy", np.asarray(load_prepared(mnist_dir).test[: args.images]))
-        for name, partition in (("smd-madgan", incoming / "smd-madgan" / "smd.parquet"), ("mnist-dcgan", incoming / "mnist-dcgan" / "mnist-test.npy")):
-            row = time_partition(name, partition, params.registry, nightly_params)
+        changes = {"nightly.incoming": str(incoming), "nightly.scored": str(work / "scored"), "nightly.quarantine": str(work / "quarantine"),
+                   **({f"experiments.{name}.model.training.epochs": args.train_epochs for name in EXPERIMENTS} if args.train_epochs else {})}
+        params = loaded.changed(changes)
+        written: dict[str, int] = {}
+        for name, partition in EXPERIMENTS.items():
+            data_name = params.experiments[name].data
+            data = load_prepared(common.prepare(params, data_name))
+            common.run(params, name, to_registry=True)  # train, calibrate, score, report, register, promote to @champion
+            (incoming / name).mkdir(parents=True)
+            if data.kind == "series":
+                written[name] = smd_partition(raw_dir(params.prepare[data_name].source), data.schema["input_channels"], n_rows, incoming / name / partition)
+            else:
+                np.save(incoming / name / partition, np.asarray(data.test[:n_images]))
+                written[name] = min(n_images, len(data.test))
+        for name, partition in EXPERIMENTS.items():
+            row = time_partition(name, incoming / name / partition, params)
+            assert row["rows"] == written[name], (row, written[name])
             results.append(row)
             log.info("%s: %d rows in %.1f s = %.0f rows/s (model load %.1f s)", name, row["rows"], row["score_seconds"], row["rows_per_second"], row["load_seconds"])
-        assert results[0]["rows"] == n_rows
-    print(json.dumps({
-        "benchmark": "nightly_throughput",
+        os.environ.pop("MLFLOW_TRACKING_URI")
+    common.emit("nightly_throughput", loaded, {
+        "design": {"changes": {k: v for k, v in changes.items() if not k.startswith("nightly.")}, "rows": n_rows, "images": n_images},
         "partitions": results,
         "smd_rows_per_second": results[0]["rows_per_second"],
         "mnist_images_per_second": results[1]["rows_per_second"],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {'cuda' if torch.cuda.is_available() else 'cpu'}",
-    }))
+        "threads": torch.get_num_threads(),
+    })
 
 
 if __name__ == "__main__":

@@ -1,70 +1,52 @@
-"""One MAD-GAN experiment on a prepared time series, through the pipeline's own tasks (no registry).
+"""One MAD-GAN experiment on a prepared time series, through the pipeline's own steps (no registry).
 
-Downloads (or copies from $GADFLOW_DATA_MIRROR) and prepares the dataset with its `params.yaml` prepare
-section, then trains MAD-GAN, calibrates, scores and evaluates, timing each step. Prints the named series
-metrics (point-wise, SKAB's aggregation with FAR and MAR, point-adjusted beside random scores, event
-recall, AUROC, AUPRC, attribution hit@k where labels exist). One JSON object is the last line.
+Downloads (or copies from $GADFLOW_DATA_MIRROR) the experiment's dataset and prepares it with its params.yaml
+prepare section, then runs the experiment with its params.yaml settings (run_experiment: train, calibrate, score,
+report), timing each step. Prints the named series metrics (point-wise, SKAB's aggregation with FAR and MAR,
+point-adjusted beside random scores, event recall, AUROC, AUPRC, attribution hit@k where labels exist). Any other
+setting (epochs, search steps and restarts, dr_lambda, nominal FPR, window stride, SMD machines) is a --set (or an
+--overlay) and is recorded in the JSON. One JSON object is the last line.
 
-With --per-series, one model is trained per series (an SMD machine, a SKAB experiment file) instead of one
-global model; each has its own scaling, fitted on its own training rows. The pooled figures use each
-series' own threshold: a point's pooled score is its score minus its series' threshold, so "flagged" means
-the same as in the per-series runs, and counts sum over series.
+With --per-series (the benchmark's own design, recorded as "mode"), one model is trained per series (an SMD machine,
+a SKAB experiment file: prepare.<data>.series.machines / .files set to that one) instead of one global model; each
+has its own scaling, fitted on its own training rows. The pooled figures use each series' own threshold: a point's
+pooled score is its score minus its series' threshold, so "flagged" means the same as in the per-series runs, and
+counts sum over series.
 
-    python benchmarks/series_experiment.py skab --epochs 30 [--per-series] [--stride 1]
-    python benchmarks/series_experiment.py smd --all-machines --epochs 5 --steps 10 --nominal-fpr 0.01 [--per-series]
-    python benchmarks/series_experiment.py kdd99-seq --epochs 5
+    python benchmarks/series_experiment.py skab-madgan [--per-series] [--set prepare.skab.series.stride=1]
+    python benchmarks/series_experiment.py smd-madgan --set prepare.smd.series.machines=null \\
+        --set experiments.smd-madgan.model.training.epochs=5 [--per-series]          # every declared SMD machine
+    python benchmarks/series_experiment.py kdd99-madgan --set experiments.kdd99-madgan.model.training.epochs=5
+    python benchmarks/series_experiment.py skab-madgan --quick --per-series          # the smoke overlay: 3 SKAB files, tiny model
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import os
-import platform
-import sys
-import tempfile
+import re
 import time
 from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import common
 
-from models.threshold import THRESHOLD_FILE, Calibration  # noqa: E402
-from tasks.calibrate import calibrate_model  # noqa: E402
-from tasks.config import CalibrateParams, EvaluateParams, PrepareParams, TrainParams, load_params  # noqa: E402
-from tasks.download import download_dataset  # noqa: E402
-from tasks.evaluate import evaluate_scores  # noqa: E402
-from tasks.prepare import prepare_dataset  # noqa: E402
-from tasks.score import POINTS_FILE, score_test_set  # noqa: E402
-from tasks.series_evaluate import series_metrics  # noqa: E402
-from tasks.series_metrics import skab_aggregate  # noqa: E402
-from tasks.train import train_model  # noqa: E402
-
-log = logging.getLogger("benchmark")
+log = common.log
 
 
-def run_experiment(name: str, prepare: PrepareParams, spec, raw: Path, train: TrainParams, calibrate: CalibrateParams, work: Path) -> dict:
-    """prepare -> train -> calibrate -> score -> evaluate; -> metrics.json, the points frame, seconds per step."""
-    seconds = {}
+def run_series(params, experiment: str, outputs: Path) -> dict:
+    """prepare -> run_experiment (train, calibrate, score, report); -> metrics.json, the points frame, the threshold, seconds per step."""
+    from models.threshold import Calibration
+    from tasks.layout import ExperimentLayout
+
+    seconds: dict[str, float] = {}
     start = time.perf_counter()
-    data_dir = prepare_dataset.fn(name, prepare, spec, raw, work / "prepared" / name)
+    common.prepare(params, params.experiments[experiment].data)
     seconds["prepare"] = time.perf_counter() - start
-    out = work / "outputs" / f"{name}-madgan"
-    for step, run in (
-        ("train", lambda: train_model.fn(f"{name}-madgan", train, data_dir, out)),
-        ("calibrate", lambda: calibrate_model.fn(calibrate, out / "model", data_dir, out)),
-        ("score", lambda: score_test_set.fn(out / "model", data_dir, out)),
-        ("evaluate", lambda: evaluate_scores.fn(f"{name}-madgan", EvaluateParams(), out / "scores.parquet", out / "model", data_dir, out)),
-    ):
-        start = time.perf_counter()
-        run()
-        seconds[step] = time.perf_counter() - start
-    points = pd.read_parquet(out / POINTS_FILE)
-    threshold = Calibration.load(out / "model" / THRESHOLD_FILE).threshold
-    return {"metrics": json.loads((out / "report" / "metrics.json").read_text()), "points": points, "threshold": threshold, "seconds": seconds}
+    metrics = common.run(params, experiment, outputs=outputs, seconds=seconds)
+    layout = ExperimentLayout.of(experiment, outputs)
+    points = pd.read_parquet(layout.score_tables["points"])
+    threshold = Calibration.load(layout.threshold).threshold
+    return {"metrics": metrics, "points": points, "threshold": threshold, "seconds": seconds}
 
 
 def pooled_attribution(per_series: list[dict | None]) -> dict | None:
@@ -78,50 +60,41 @@ def pooled_attribution(per_series: list[dict | None]) -> dict | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", help="a `prepare` entry of params.yaml that makes windows: skab, smd, kdd99-seq, mnistseq")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--nominal-fpr", type=float, default=0.05)
-    parser.add_argument("--steps", type=int, default=20, help="latent-search steps per restart")
-    parser.add_argument("--n-seeds", type=int, default=3, help="latent-search restarts per window")
-    parser.add_argument("--dr-lambda", type=float, default=0.5)
+    parser = common.parser(__doc__)
+    parser.add_argument("experiment", help="an experiment of params.yaml on windowed data: skab-madgan, smd-madgan, kdd99-madgan, mnistseq-madgan")
     parser.add_argument("--per-series", action="store_true", help="one model per series (smd: machine, skab: experiment file) instead of one global model")
-    parser.add_argument("--stride", type=int, help="window stride (default: the prepare section's)")
-    parser.add_argument("--all-machines", action="store_true", help="smd: every declared machine, whatever prepare.smd.series.machines says")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s | %(levelname)s | %(name)s - %(message)s")
-    params = load_params(REPO / "params.yaml")
-    name = args.dataset
-    prepare = params.prepare[name]
-    spec = params.download[prepare.source]
-    if args.all_machines:  # the default run uses a few machines (CPU-sized); the benchmark protocol uses all
-        prepare = prepare.model_copy(update={"series": prepare.series.model_copy(update={"machines": None})})
-    if args.stride is not None:
-        prepare = prepare.model_copy(update={"series": prepare.series.model_copy(update={"stride": args.stride})})
-    train = TrainParams(data=name, model="madgan", epochs=args.epochs, batch_size=64, latent_dim=15, lr_g=2e-4, lr_d=2e-4,
-                        search={"lr_theta": 0.0, "n_seeds": args.n_seeds, "steps": args.steps, "lr_z": 0.05},
-                        madgan={"hidden_dim": 100, "dr_lambda": args.dr_lambda})
-    calibrate = CalibrateParams(mc_samples=200, nominal_fpr=args.nominal_fpr)
-    with tempfile.TemporaryDirectory(prefix="gadflow-series-") as tmp:
-        work = Path(tmp)
-        raw = download_dataset.fn(prepare.source, spec, work / "raw" / prepare.source)
+    loaded = common.settings(args)
+    from tasks.layout import raw_dir
+    from tasks.reports.series import series_metrics
+    from tasks.reports.series_metrics import skab_aggregate
+    from tasks.sources.download import download_dataset
+
+    base = loaded.params
+    experiment = args.experiment
+    exp = base.experiment(experiment)
+    name = exp.data
+    if base.data_kind(name) != "series":
+        parser.error(f"{experiment}: its data '{name}' is not a windowed time series")
+    prepare = base.prepare[name]
+    spec = base.source_spec(name)
+    with common.workspace():
+        download_dataset(prepare.source, spec, raw_dir(prepare.source))  # not timed: a verified copy from the mirror
         if not args.per_series:
-            runs = {name: run_experiment(name, prepare, spec, raw, train, calibrate, work)}
+            runs = {name: run_series(base, experiment, Path("outputs"))}
         elif spec.format == "smd":
-            settings = prepare.series
             runs = {}
-            for machine in settings.machines or spec.smd_machines():
-                one = prepare.model_copy(update={"series": settings.model_copy(update={"machines": [machine]})})
-                runs[machine] = run_experiment(f"{name}-{machine}", one, spec, raw, train, calibrate, work)
+            for machine in prepare.series.machines or spec.smd_machines():
+                one = loaded.changed({f"prepare.{name}.series.machines": [machine]})
+                runs[machine] = run_series(one, experiment, Path("outputs") / machine)
                 log.warning("%s: AUPRC %.3f", machine, runs[machine]["metrics"]["auprc"])
         elif spec.format == "skab":  # SKAB's leaderboard protocol: one model per experiment file, on its first rows
             runs = {}
-            for role, f in spec.files.items():
-                if f.file.startswith("anomaly-free/"):
-                    continue
-                one_file = spec.model_copy(update={"files": {role: f}})
-                series_name = f.file.removesuffix(".csv")
-                runs[series_name] = run_experiment(f"{name}-{role}", prepare, one_file, raw, train, calibrate, work)
+            files = prepare.series.files or [f.file for f in spec.files.values() if not f.file.startswith("anomaly-free/")]
+            for file in files:
+                one = loaded.changed({f"prepare.{name}.series.files": [file]})
+                series_name = file.removesuffix(".csv")
+                runs[series_name] = run_series(one, experiment, Path("outputs") / re.sub(r"[^A-Za-z0-9._-]", "-", series_name))
         else:
             parser.error("--per-series is for smd and skab datasets")
     if not args.per_series:
@@ -142,15 +115,16 @@ def main() -> None:
                   "per_series": per_series,
                   "attribution": pooled_attribution([r["metrics"]["series"].get("attribution") for r in runs.values()]),
                   "seconds": {step: sum(r["seconds"][step] for r in runs.values()) for step in next(iter(runs.values()))["seconds"]}}
-    result = {"benchmark": "series_experiment", "dataset": name, "epochs": args.epochs, "nominal_fpr": args.nominal_fpr,
-              "search_steps": args.steps, "n_seeds": args.n_seeds, "dr_lambda": args.dr_lambda, "stride": prepare.series.stride, **result,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    model = exp.model
+    result = {"experiment": experiment, "dataset": name, "epochs": model.training.epochs, "nominal_fpr": exp.calibrate.nominal_fpr,
+              "search_steps": model.search.steps, "n_seeds": model.search.n_seeds, "dr_lambda": model.dr_lambda,
+              "seq_len": prepare.series.seq_len, "stride": prepare.series.stride, **result}
     agg, overall, mean = result["aggregated_over_series"], result["overall"], result["mean_over_series"]
     log.warning("%s (%s): point-wise F1 %.3f (FAR %.1f%%, MAR %.1f%%), AUROC %.3f, AUPRC %.3f (mean over series: F1 %.3f, AUPRC %.3f), "
-                "point-adjusted F1 %.3f vs %.3f for random scores, event recall %.3f", name, result["mode"], agg["f1"], 100 * agg["far"],
+                "point-adjusted F1 %.3f vs %.3f for random scores, event recall %.3f", experiment, result["mode"], agg["f1"], 100 * agg["far"],
                 100 * agg["mar"], result["auroc"], result["auprc"], mean["pointwise_f1"], mean["auprc"], overall["point_adjusted_f1"],
                 overall["point_adjusted_f1_random_scores"], overall["event_recall"])
-    print(json.dumps(result))
+    common.emit("series_experiment", loaded, result)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The `gadflow` command line; dvc.yaml stages call these subcommands.
+"""The `gadflow` command line. dvc.yaml's stages call the step commands (download ... register); `run`, `train-all` and
+`nightly-score` run the Prefect flows.
 
-Heavy libraries (torch, prefect, mlflow) are imported inside the commands so that
-`gadflow --help` answers fast. User errors print one line and exit with status 2.
+Heavy libraries (torch, prefect, mlflow) are imported inside the commands so that `gadflow --help` answers fast.
+User errors print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="GAN anomaly detection pipeline: download, prepare, run experiments.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="GAN anomaly detection pipeline: download, prepare, train, score, report, register.")
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="params file (validated on load)")
+OverlayOption = typer.Option([], "--overlay", "-o", help="a params overlay merged over the params file (repeatable; e.g. configs/params-gpu.yaml)")
+ExperimentArgument = typer.Argument(..., help="an experiment of params.yaml `experiments`, e.g. mnist-dcgan")
 
 QUIET_DEFAULTS = {  # no outside calls: telemetry off (see README); each is overridable from the environment
     "DO_NOT_TRACK": "true",
@@ -74,9 +77,15 @@ def user_errors(command):
     return wrapper
 
 
+def _load(params: Path, overlay: list[Path]):
+    from tasks.params import load_params
+
+    return load_params(params, overlay)
+
+
 def _entry(loaded, section: str, name: str, params: Path):
     """params.<section>.<name>, or a one-line error that lists what the section has."""
-    from tasks.config import ParamsError
+    from tasks.settings import ParamsError
 
     entries = getattr(loaded, section)
     if name not in entries:
@@ -84,88 +93,139 @@ def _entry(loaded, section: str, name: str, params: Path):
     return entries[name]
 
 
+# --- data stages ---------------------------------------------------------------------------
 @app.command()
 @user_errors
-def download(name: str = typer.Argument(..., help="a dataset key of params.yaml `download`"), params: Path = ParamsOption) -> None:
+def download(name: str = typer.Argument(..., help="a dataset key of params.yaml `download`"), params: Path = ParamsOption, overlay: list[Path] = OverlayOption) -> None:
     """Fetch a declared dataset (or copy it from $GADFLOW_DATA_MIRROR; SWaT / WADI: from $GADFLOW_SWAT_DIR / $GADFLOW_WADI_DIR) and verify its checksums."""
-    from tasks.config import load_params
-    from tasks.download import download_dataset
     from tasks.layout import raw_dir
+    from tasks.sources.download import download_dataset
 
-    spec = _entry(load_params(params), "download", name, params)
-    out = download_dataset.fn(name, spec, raw_dir(name))
+    spec = _entry(_load(params, overlay), "download", name, params)
+    out = download_dataset(name, spec, raw_dir(name))
     logging.getLogger("gadflow").info("%s: %d files verified in %s", name, len(spec.files), out)
 
 
 @app.command()
 @user_errors
-def generate(name: str = typer.Argument(..., help="a key of params.yaml `generate`"), params: Path = ParamsOption) -> None:
+def generate(name: str = typer.Argument(..., help="a key of params.yaml `generate`"), params: Path = ParamsOption, overlay: list[Path] = OverlayOption) -> None:
     """Render a generated dataset (the RGB-D boxes-vs-spheres set) into data/raw/<name>."""
-    from tasks.config import load_params
     from tasks.layout import raw_dir
-    from tasks.rgbd import generate_rgbd
+    from tasks.sources.rgbd import generate_rgbd
 
-    generate_rgbd.fn(_entry(load_params(params), "generate", name, params), raw_dir(name))
+    generate_rgbd(_entry(_load(params, overlay), "generate", name, params), raw_dir(name))
 
 
 @app.command()
 @user_errors
-def prepare(name: str = typer.Argument(..., help="a key of params.yaml `prepare`"), params: Path = ParamsOption) -> None:
+def prepare(name: str = typer.Argument(..., help="a key of params.yaml `prepare`"), params: Path = ParamsOption, overlay: list[Path] = OverlayOption) -> None:
     """Build the one-class train / calibration / test split of a downloaded dataset."""
-    from tasks.config import load_params
     from tasks.layout import prepared_dir, raw_dir
-    from tasks.prepare import prepare_dataset
+    from tasks.steps.prepare import prepare_dataset
 
-    loaded = load_params(params)
+    loaded = _load(params, overlay)
     prep = _entry(loaded, "prepare", name, params)
-    prepare_dataset.fn(name, prep, loaded.download.get(prep.source), raw_dir(prep.source), prepared_dir(name))  # None: generated
+    prepare_dataset(name, prep, loaded.source_spec(name), raw_dir(prep.source), prepared_dir(name))  # spec None: generated
+
+
+# --- experiment stages (DVC runs each on its own; `run` runs them all as one Prefect flow) ------------
+def _experiment(experiment: str, params: Path, overlay: list[Path]):
+    """(params, the experiment, its output layout), after checking its prepared data are there."""
+    from tasks.adapters.base import read_schema
+    from tasks.layout import ExperimentLayout, prepared_dir
+
+    loaded = _load(params, overlay)
+    exp = loaded.experiment(experiment)
+    read_schema(prepared_dir(exp.data))  # fail fast, naming the missing prepare stage
+    return loaded, exp, ExperimentLayout.of(exp.name)
+
+
+@app.command()
+@user_errors
+def train(experiment: str = ExperimentArgument, params: Path = ParamsOption, overlay: list[Path] = OverlayOption) -> None:
+    """Train the experiment's model (resumes from its last checkpoint): outputs/<experiment>/train and model."""
+    from tasks.steps.train import train as train_step
+
+    _, exp, layout = _experiment(experiment, params, overlay)
+    typer.echo(train_step(exp, layout))
+
+
+@app.command()
+@user_errors
+def score(experiment: str = ExperimentArgument, params: Path = ParamsOption, overlay: list[Path] = OverlayOption) -> None:
+    """Fit the thresholds (calibrate), then score the test split: outputs/<experiment>/calibration and scores."""
+    from tasks.steps.calibrate import calibrate
+    from tasks.steps.score import score as score_step
+
+    _, exp, layout = _experiment(experiment, params, overlay)
+    calibrate(exp, layout)
+    typer.echo(score_step(exp, layout))
+
+
+@app.command()
+@user_errors
+def report(experiment: str = ExperimentArgument, params: Path = ParamsOption, overlay: list[Path] = OverlayOption,
+           register: bool = typer.Option(False, help="then register the model and run the promotion gate, as `gadflow register` (dvc.yaml's report stage does)")) -> None:
+    """Write the metrics, the summary and the figures: outputs/<experiment>/report."""
+    from tasks.steps.report import report as report_step
+
+    loaded, exp, layout = _experiment(experiment, params, overlay)
+    typer.echo(report_step(exp, layout))
+    if register:
+        typer.echo(_register(loaded, exp, layout))
+
+
+def _register(loaded, exp, layout) -> str:
+    from tasks.tracking.promote import promote
+    from tasks.tracking.register import register as register_step
+
+    uri = register_step(exp, loaded.registry, layout)
+    promote(loaded.registry, loaded.promote, layout)
+    return uri
+
+
+@app.command()
+@user_errors
+def register(experiment: str = ExperimentArgument, params: Path = ParamsOption, overlay: list[Path] = OverlayOption) -> None:
+    """Register the model in MLflow (no new version for unchanged weights and threshold), then run the promotion gate."""
+    loaded, exp, layout = _experiment(experiment, params, overlay)
+    typer.echo(_register(loaded, exp, layout))
 
 
 @app.command()
 @user_errors
 def run(
-    experiment: str = typer.Argument(..., help="a key of params.yaml `train`, e.g. mnist-dcgan"),
+    experiment: str = ExperimentArgument,
     params: Path = ParamsOption,
+    overlay: list[Path] = OverlayOption,
     register: bool = typer.Option(True, help="log and register the model in MLflow"),
 ) -> None:
-    """Run the Prefect experiment flow: train, calibrate, score, evaluate, register."""
-    from tasks.config import load_params
-    from tasks.layout import prepared_dir
-    from tasks.prepare import check_prepared
-
-    loaded = load_params(params)
-    exp = loaded.experiment(experiment)
-    check_prepared(prepared_dir(exp.train.data))  # fail fast, before Prefect's start-up cost
-    wait_s = os.environ.get("GADFLOW_PREFECT_WAIT_S")  # set by `gadflow repro`: its server may still be starting
-    if wait_s and os.environ.get("PREFECT_API_URL"):
-        from flows.local_server import SERVER_LOG, wait_until_healthy
-
-        wait_until_healthy(os.environ["PREFECT_API_URL"], float(wait_s), log_file=Path(os.environ["PREFECT_HOME"]) / SERVER_LOG)
+    """Run the whole experiment as one Prefect flow: train, calibrate, score, report, register, promote."""
+    loaded, exp, _ = _experiment(experiment, params, overlay)
     from flows.pipeline import experiment_flow
 
     _quiet_prefect_tracebacks()
-    result = experiment_flow(exp, loaded.registry, loaded.promote, to_registry=register)
-    typer.echo(result)
+    typer.echo(experiment_flow(exp, loaded, to_registry=register))
 
 
+# --- orchestration -------------------------------------------------------------------------------
 @app.command("train-all")
 @user_errors
 def train_all(
     params: Path = ParamsOption,
-    experiments: str = typer.Option("", help="comma-separated experiment names (default: every entry of params `train`)"),
+    overlay: list[Path] = OverlayOption,
+    experiments: str = typer.Option("", help="comma-separated experiment names (default: every entry of params `experiments`)"),
     deployment: str = typer.Option("", help="run each cell as a flow run of this deployment, e.g. experiment-from-params/train (needs a Prefect server)"),
     concurrency: int = typer.Option(2, help="with --deployment: how many cells may run at once"),
     register: bool = typer.Option(True, help="log and register each model in MLflow"),
 ) -> None:
     """Run every (dataset, model) cell; fail with a table of the cells that failed, after all have run."""
-    from tasks.config import load_params
-
-    load_params(params)  # a bad params file fails here, before Prefect's start-up cost
+    _load(params, overlay)  # a bad params file fails here, before Prefect's start-up cost
     from flows.train_all import train_all_flow
 
     _quiet_prefect_tracebacks()
     names = [n.strip() for n in experiments.split(",") if n.strip()]
-    for line in train_all_flow(str(params), names or None, deployment or None, concurrency, register):
+    for line in train_all_flow(str(params), names or None, deployment or None, concurrency, register, [str(o) for o in overlay]):
         typer.echo(line)
 
 
@@ -175,48 +235,60 @@ def repro(
     ctx: typer.Context,
     warm: bool = typer.Option(True, help="run the stages in a warm stage runner that has imported the stack once"),
 ) -> None:
-    """`dvc repro` (extra arguments are passed on), with one local Prefect server for every stage.
+    """`gadflow stages` (dvc.yaml for params.yaml's datasets and experiments), then `dvc repro` (extra arguments are passed on).
 
-    With PREFECT_API_URL already set, that server is used and none is started. The server starts
-    while the data stages run; the experiment stages wait for it. With --warm (the default) each
-    stage's `gadflow` command runs in a child forked from one process that imported torch, prefect
-    and mlflow once (flows/stage_runner.py), which saves about 10 s per experiment stage.
+    With --warm (the default) each stage's `gadflow` command runs in a child forked from one process that imported
+    torch, mlflow and the pipeline once (flows/stage_runner.py), which saves seconds per stage. That process imports
+    while dvc.yaml is written.
     """
     import subprocess
     import tempfile
 
-    from flows.local_server import RUNNER_LOG, SERVER_LOG, local_prefect_server, warm_stage_runner
+    from flows.local_server import RUNNER_LOG, warm_stage_runner
     from flows.stage_runner import SOCKET_ENV
 
     dvc = str(Path(sys.executable).with_name("dvc"))
-    command = [dvc, "repro", *ctx.args]
-    up_to_date = subprocess.run([dvc, "status", "--json"], capture_output=True, text=True)
-    if up_to_date.returncode == 0 and up_to_date.stdout.strip() in ("", "{}"):
-        raise typer.Exit(subprocess.run(command).returncode)  # no stage will run: start nothing
-    home = Path(os.environ["PREFECT_HOME"])
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
-        if not env.get("PREFECT_API_URL"):
-            api_url = stack.enter_context(local_prefect_server(home / SERVER_LOG, wait=False))
-            env.update(PREFECT_API_URL=api_url, GADFLOW_PREFECT_WAIT_S="90")
         if warm:
             socket_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gadflow-stages-")))
-            socket_path = stack.enter_context(warm_stage_runner(socket_dir / "runner.sock", home / RUNNER_LOG, env))
+            socket_path = stack.enter_context(warm_stage_runner(socket_dir / "runner.sock", Path(env["PREFECT_HOME"]) / RUNNER_LOG, env))
             env[SOCKET_ENV] = str(socket_path)
-        code = subprocess.run(command, env=env).returncode
+        _write_stages(Path("params.yaml"))
+        code = subprocess.run([dvc, "repro", *ctx.args], env=env).returncode
     raise typer.Exit(code)
+
+
+def _write_stages(params: Path) -> None:
+    from flows.dvc_stages import write_dvc_yaml
+
+    typer.echo("dvc.yaml: written" if write_dvc_yaml(params, Path("dvc.yaml")) else "dvc.yaml: already current")
+
+
+@app.command()
+@user_errors
+def stages(check: bool = typer.Option(False, help="only check that dvc.yaml is current (exit 2 when not)"), params: Path = ParamsOption) -> None:
+    """Write dvc.yaml: one stage per dataset step and per experiment step, each depending on exactly the files it runs."""
+    from flows.dvc_stages import render_dvc_yaml
+    from tasks.settings import ParamsError
+
+    if check:
+        if not Path("dvc.yaml").is_file() or Path("dvc.yaml").read_text() != render_dvc_yaml(params):
+            raise ParamsError(f"dvc.yaml is not the one {params} makes; run `gadflow stages`")
+        typer.echo("dvc.yaml: current")
+        return
+    _write_stages(params)
 
 
 @app.command("nightly-score")
 @user_errors
 def nightly_score(
     params: Path = ParamsOption,
+    overlay: list[Path] = OverlayOption,
     models: str = typer.Option("", help="comma-separated registered model names (default: params `nightly.models`)"),
 ) -> None:
     """Score the new partitions under nightly.incoming with each model's @champion (what the nightly deployment runs)."""
-    from tasks.config import load_params
-
-    loaded = load_params(params)
+    loaded = _load(params, overlay)
     nightly = loaded.nightly
     names = [n.strip() for n in models.split(",") if n.strip()]
     if names:
@@ -231,16 +303,28 @@ def nightly_score(
 
 @app.command("check-params")
 @user_errors
-def check_params(params: Path = ParamsOption, deployments: Path = typer.Option(Path("prefect.yaml"), help="prefect.yaml whose nightly-score schedule must match nightly.cron")) -> None:
-    """Validate a params file (and that prefect.yaml's nightly schedule is params' `nightly.cron`); list what it declares."""
-    from tasks.config import ParamsError, load_params, nightly_cron_in
+def check_params(params: Path = ParamsOption, overlay: list[Path] = OverlayOption,
+                 deployments: Path = typer.Option(Path("prefect.yaml"), help="prefect.yaml whose nightly-score schedule must match nightly.cron")) -> None:
+    """Validate a params file (with its overlays), and that prefect.yaml's nightly schedule is `nightly.cron`; list what it declares."""
+    from tasks.params import nightly_cron_in
+    from tasks.settings import ParamsError
 
-    loaded = load_params(params)
+    loaded = _load(params, overlay)
     if deployments.is_file():
         cron = nightly_cron_in(deployments)
         if cron != loaded.nightly.cron:
             raise ParamsError(f"nightly.cron: '{loaded.nightly.cron}' in {params}, but {deployments} schedules nightly-score at '{cron}'; make them agree")
-    typer.echo(f"{params}: ok — datasets {sorted(loaded.download)}, generated {sorted(loaded.generate)}, prepared {sorted(loaded.prepare)}, experiments {sorted(loaded.train)}")
+    typer.echo(f"{params}: ok — datasets {sorted(loaded.download)}, generated {sorted(loaded.generate)}, prepared {sorted(loaded.prepare)}, "
+               f"experiments {sorted(loaded.experiments)}")
+
+
+@app.command("params")
+@user_errors
+def show_params(params: Path = ParamsOption, overlay: list[Path] = OverlayOption) -> None:
+    """Print params.yaml with the overlays merged over it (validated): what a DVC run of these settings needs as its params.yaml."""
+    from tasks.params import merged_params_yaml
+
+    typer.echo(merged_params_yaml(params, overlay), nl=False)
 
 
 def main() -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 from prefect import flow
 
 from models.errors import GadflowError
-from tasks.config import NightlyParams, RegisterParams
 from tasks.nightly import list_partitions, log_night, resolve_champion, score_partition
+from tasks.tracking.nightly import NightlyParams
+from tasks.tracking.register import RegisterParams
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,11 @@ def nightly_score_flow(nightly: NightlyParams, registry: RegisterParams) -> list
 
 
 @flow(name="nightly-score-from-params")
-def nightly_score_from_params(params_file: str = "params.yaml") -> list[dict]:
+def nightly_score_from_params(params_file: str = "params.yaml", overlays: list[str] | None = None) -> list[dict]:
     """Deployment entry point: load and validate params (the edge), then run the nightly-score flow."""
     from flows.pipeline import show_library_logs
-    from tasks.config import load_params
+    from tasks.params import load_params
 
     show_library_logs()
-    params = load_params(params_file)
+    params = load_params(params_file, overlays or ())
     return nightly_score_flow(params.nightly, params.registry)

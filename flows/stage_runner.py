@@ -1,7 +1,7 @@
 """A warm stage runner: `gadflow repro` imports the stack once and forks one child per DVC stage.
 
-Every DVC stage is a new `gadflow` process, and an experiment stage spends about 10 s of its
-30 s importing torch, prefect, mlflow, sklearn and matplotlib on 2 cores (docs/benchmarks.md).
+Every DVC stage is a new `gadflow` process, and an experiment stage spends seconds importing torch,
+mlflow, sklearn and matplotlib on 2 cores (docs/benchmarks.md).
 `gadflow repro` therefore starts this runner beside `dvc repro`. The runner imports those
 modules once, then for each stage's `gadflow <command>` it forks a child that already has them
 loaded. The child takes the stage's stdin/stdout/stderr, working folder and environment, runs the
@@ -40,8 +40,9 @@ SOCKET_ENV = "GADFLOW_STAGE_RUNNER"  # the runner's socket path; set by `gadflow
 CONFIG_PREFIXES = ("PREFECT_", "MLFLOW_", "GADFLOW_", "TORCH", "CUDA", "OMP_", "MKL_", "PYTHON", "DO_NOT_TRACK", "HOME")
 WARM_MODULES = (  # what the stage commands import; the child finds them loaded
     "torch", "numpy", "pandas", "pyarrow.parquet", "sklearn.metrics", "scipy.stats", "matplotlib.pyplot",
-    "prefect", "mlflow", "mlflow.pyfunc", "mlflow.models", "mlflow.tracking", "tqdm.auto",
-    "flows.cli", "flows.pipeline", "tasks.download", "tasks.prepare", "tasks.rgbd", "tasks.register", "tasks.plots",
+    "mlflow", "mlflow.pyfunc", "mlflow.models", "mlflow.tracking", "tqdm.auto",
+    "flows.cli", "flows.dvc_stages", "tasks.params", "tasks.steps.run", "tasks.steps.prepare", "tasks.sources.download",
+    "tasks.adapters.image", "tasks.adapters.tabular", "tasks.adapters.series", "tasks.reports.image", "tasks.reports.series",
 )
 MAX_PACKET = 1 << 20
 

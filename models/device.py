@@ -1,13 +1,22 @@
-"""Device choice and seeding, shared by every detector."""
+"""Device choice and the seeded random streams every model draws from."""
 
 from __future__ import annotations
 
-import random
+from enum import IntEnum
 
 import numpy as np
 import torch
 
 from .errors import GadflowError
+
+
+class Stream(IntEnum):
+    """Stream ids for ``derived_generator`` beside the per-epoch ones (0, 1, ...): distinct, so no two streams collide."""
+
+    FIXED_NOISE = 10_001  # the fixed-noise sample grid recorded after every epoch (models.trainer)
+    SAMPLE = 10_002  # Detector.sample: the generated samples of the Monte Carlo threshold
+    ENCODER = 10_003  # the warm-start encoder's initial weights and training noise (models.latent_gans)
+    NORMALISER = 10_004  # the training windows MAD-GAN's score terms are standardised on (models.madgan)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -19,20 +28,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch global RNGs (the detectors also use explicit generators)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def derived_generator(seed: int, *stream: int) -> torch.Generator:
     """A CPU torch.Generator for one named stream (e.g. (seed, epoch)), independent of global state.
 
     Deriving every random stream from (seed, stream ids) is what makes a resumed run
     bit-identical to an uninterrupted one: no RNG state has to survive the interruption.
     """
-    mixed = np.random.SeedSequence([seed, *stream]).generate_state(1, dtype=np.uint64)[0]
+    mixed = np.random.SeedSequence([int(seed), *(int(s) for s in stream)]).generate_state(1, dtype=np.uint64)[0]
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int(mixed))
     return gen

@@ -13,48 +13,42 @@ paper's and its reference code's (which weights the discriminator term by 0.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from .adversarial import AdversarialDetector, EncoderGANConfig
-from .encoder_nets import build_encoder, build_generator, build_joint_discriminator
-from .errors import GadflowError
-
-SCORE_METHODS = ("feature_matching", "cross_entropy")
-
-
-@dataclass
-class EGBADConfig(EncoderGANConfig):
-    alpha: float = 0.9  # weight of the reconstruction residual; 1 − α weighs the discriminator term
-    score_method: str = "feature_matching"  # L_D: "feature_matching" | "cross_entropy"
-
-    scoring_fields = ("alpha", "score_method")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.score_method not in SCORE_METHODS:
-            raise GadflowError(f"score_method must be one of {SCORE_METHODS}, got {self.score_method!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise GadflowError(f"alpha must be in [0, 1], got {self.alpha}")
+from .base import Capabilities, ModelConfig
+from .encoder_nets import EncoderGANNetwork, build_encoder, build_generator, build_joint_discriminator
+from .settings import nested, setting
+from .trainer import GANDetector, TrainingConfig
 
 
-class EGBADDetector(AdversarialDetector):
-    kind = "egbad"
+@dataclass(frozen=True)
+class EGBADConfig(ModelConfig):
+    kind: Literal["egbad"] = "egbad"
+    network: EncoderGANNetwork = nested(EncoderGANNetwork)
+    training: TrainingConfig = nested(TrainingConfig)
+    alpha: float = setting(0.9, ge=0.0, le=1.0)  # weight of the reconstruction residual; 1 − α weighs the discriminator term
+    score_method: Literal["feature_matching", "cross_entropy"] = "feature_matching"  # L_D
+
+
+class EGBADDetector(GANDetector):
     config_cls = EGBADConfig
+    capabilities = Capabilities(input_kinds=("image", "tabular"))
 
     def build_networks(self) -> None:
-        cfg = self.config
-        args = (cfg.input_shape, cfg.latent_dim, cfg.base_channels, cfg.hidden_dims)
-        self.generator = build_generator(*args)
-        self.encoder = build_encoder(*args)
-        self.discriminator = build_joint_discriminator(*args, cfg.dropout)
+        shape, net = self.input_shape, self.config.network
+        self.generator = build_generator(shape, net)
+        self.encoder = build_encoder(shape, net)
+        self.discriminator = build_joint_discriminator(shape, net)
 
     def networks(self):
         return {"generator": self.generator, "encoder": self.encoder, "discriminator": self.discriminator}
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"d": self.adam(self.discriminator, lr=self.config.lr_d), "ge": self.adam(self.generator, self.encoder, lr=self.config.lr_g)}
+        cfg = self.config.training
+        return {"d": self.adam(self.discriminator, lr=cfg.lr_d), "ge": self.adam(self.generator, self.encoder, lr=cfg.lr_g)}
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
@@ -81,10 +75,6 @@ class EGBADDetector(AdversarialDetector):
         optimizers["ge"].step()
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "loss_e": loss_e.detach(),
                 "d_real": torch.sigmoid(logit_real).mean().detach(), "d_fake": torch.sigmoid(logit_fake).mean().detach()}
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Model-space batch -> z = E(x) (B, latent): the latent-search engine's optional warm start."""
-        return self.encoder(x)
 
     def _score_batch(self, x: torch.Tensor) -> torch.Tensor:
         z = self.encoder(x)  # (B, latent)

@@ -16,49 +16,55 @@ by test-batch statistics (anomalib's port does that, so its scores depend on the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adversarial import AdversarialDetector, EncoderGANConfig
-from .base import evaluating
-from .dcgan import init_dcgan_weights
-from .encoder_nets import build_discriminator, build_encoder, build_generator
+from .base import Capabilities, ModelConfig, evaluating
+from .dcgan_nets import init_dcgan_weights
+from .encoder_nets import EncoderGANNetwork, build_discriminator, build_encoder, build_generator
 from .errors import GadflowError
+from .settings import nested, setting
+from .trainer import GANDetector, TrainingConfig
 
 D_COLLAPSE = 1e-5  # D's loss below this: re-initialise D (reference behaviour)
 
 
-@dataclass
-class GANomalyConfig(EncoderGANConfig):
-    w_adv: float = 1.0
-    w_con: float = 50.0
-    w_enc: float = 1.0
+@dataclass(frozen=True)
+class GANomalyTraining(TrainingConfig):
+    """GANomaly's training: the shared settings plus the generator loss weights."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if min(self.w_adv, self.w_con, self.w_enc) < 0:
-            raise GadflowError(f"loss weights must be >= 0, got w_adv={self.w_adv}, w_con={self.w_con}, w_enc={self.w_enc}")
+    w_adv: float = setting(1.0, ge=0.0, le=1e6)  # feature matching on D's intermediate features
+    w_con: float = setting(50.0, ge=0.0, le=1e6)  # contextual L1 ‖x − x̂‖₁
+    w_enc: float = setting(1.0, ge=0.0, le=1e6)  # encoder L2 ‖z − ẑ‖²
 
 
-class GANomalyDetector(AdversarialDetector):
-    kind = "ganomaly"
+@dataclass(frozen=True)
+class GANomalyConfig(ModelConfig):
+    kind: Literal["ganomaly"] = "ganomaly"
+    network: EncoderGANNetwork = nested(EncoderGANNetwork)
+    training: GANomalyTraining = nested(GANomalyTraining)
+
+
+class GANomalyDetector(GANDetector):
     config_cls = GANomalyConfig
+    capabilities = Capabilities(input_kinds=("image", "tabular"), anomaly_maps=True)
 
     def build_networks(self) -> None:
-        cfg = self.config
-        args = (cfg.input_shape, cfg.latent_dim, cfg.base_channels, cfg.hidden_dims)
-        self.encoder_in = build_encoder(*args)  # G_E
-        self.decoder = build_generator(*args)  # G_D
-        self.encoder_out = build_encoder(*args)  # E
-        self.discriminator = build_discriminator(*args, cfg.dropout)
+        shape, net = self.input_shape, self.config.network
+        self.encoder_in = build_encoder(shape, net)  # G_E
+        self.decoder = build_generator(shape, net)  # G_D
+        self.encoder_out = build_encoder(shape, net)  # E
+        self.discriminator = build_discriminator(shape, net)
 
     def networks(self):
         return {"encoder_in": self.encoder_in, "decoder": self.decoder, "encoder_out": self.encoder_out, "discriminator": self.discriminator}
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"g": self.adam(self.encoder_in, self.decoder, self.encoder_out, lr=self.config.lr_g), "d": self.adam(self.discriminator, lr=self.config.lr_d)}
+        cfg = self.config.training
+        return {"g": self.adam(self.encoder_in, self.decoder, self.encoder_out, lr=cfg.lr_g), "d": self.adam(self.discriminator, lr=cfg.lr_d)}
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """G_D(z). GANomaly's decoder is not trained as a generator of N(0, I), so these samples (and a
@@ -72,7 +78,7 @@ class GANomalyDetector(AdversarialDetector):
         return z, x_hat, self.encoder_out(x_hat)
 
     def train_step(self, real, gen, optimizers):
-        cfg = self.config
+        cfg = self.config.training
         z, x_hat, z_hat = self.reconstruct(real)
 
         # update G = (G_E, G_D, E): minimise w_adv·‖f(x) − f(x̂)‖² + w_con·‖x − x̂‖₁ + w_enc·‖z − ẑ‖²

@@ -20,34 +20,45 @@ import copy
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
 
 from .device import derived_generator
-from .errors import GadflowError
+from .settings import Settings, setting
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (M, ...) generated, (M, ...) target -> (M,)
 StepHook = Callable[[int, torch.Tensor], None]  # (step t = 0..k, generated (M, ...)) - for figures only
 
 
 @dataclass(frozen=True)
-class LatentSearchConfig:
-    n_seeds: int = 3  # S: restarts per sample
-    steps: int = 19  # k: Adam steps per restart
-    lr_z: float = 5e-2
-    lr_theta: float = 6e-9  # 0 = generator frozen (fast path)
-    memory_budget_mb: float = 1024.0  # bounds the chunk of samples searched at once
-    seed: int = 0
-    max_pairs_per_chunk: int = 768  # fast path: CPU throughput peaks near 256 samples × 3 restarts (measured)
-    max_pairs_per_chunk_theta: int = 48  # with per-pair θ copies: flat from 6 to 192 pairs, collapses beyond (measured)
+class LatentSearchConfig(Settings):
+    """The search's settings: S restarts × k Adam steps per sample (ADGAN, AnoGAN, MAD-GAN)."""
+
+    n_seeds: int = setting(3, ge=1, le=64)  # S: restarts per sample
+    steps: int = setting(19, ge=0, le=10_000)  # k: Adam steps per restart
+    lr_z: float = setting(5e-2, ge=0.0, le=10.0)
+    lr_theta: float = setting(6e-9, ge=0.0, le=1.0)  # 0 = generator frozen (fast path)
+    memory_budget_mb: float = setting(1024.0, gt=0.0, le=1_000_000.0)  # bounds the chunk of samples searched at once
+    seed: int = 0  # the restarts' starts: z_ij,0 is drawn from a generator keyed by (seed, sample bytes, j)
+    max_pairs_per_chunk: int = setting(768, ge=1, le=10_000_000)  # fast path: CPU throughput peaks near 256 samples × 3 restarts (measured)
+    max_pairs_per_chunk_theta: int = setting(48, ge=1, le=10_000_000)  # with per-pair θ copies: flat from 6 to 192 pairs, collapses beyond (measured)
     # Fast path only: run a private channels-last copy of G. Faster transposed convolutions on CPU, but
     # other rounding, which Adam can amplify (up to 3e-4 relative in the final losses, measured): not
     # bit-comparable with the per-sample reference, so off by default (docs/benchmarks.md).
     channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class FrozenGeneratorSearch(LatentSearchConfig):
+    """The search of a model that keeps its generator frozen (AnoGAN, MAD-GAN): z alone is searched, lr_θ is 0.
+    (The model's own config refuses any other lr_θ, naming the model.)"""
+
+    lr_theta: float = setting(0.0, ge=0.0, le=1.0)
 
 
 def sample_keys(samples: np.ndarray) -> np.ndarray:
@@ -86,8 +97,6 @@ class LatentSearch:
     """Batched, exact latent search for one generator and one per-sample loss."""
 
     def __init__(self, generator: nn.Module, latent_dim: int, loss_fn: PerSampleLoss, config: LatentSearchConfig) -> None:
-        if config.n_seeds < 1 or config.steps < 0 or config.lr_z < 0 or config.lr_theta < 0 or min(config.max_pairs_per_chunk, config.max_pairs_per_chunk_theta) < 1:
-            raise GadflowError(f"invalid latent search config {config}")
         self.generator = generator
         self.latent_dim = latent_dim
         self.loss_fn = loss_fn
@@ -184,3 +193,73 @@ class LatentSearch:
             if on_step is not None:
                 on_step(self.config.steps, generated)
             return self.loss_fn(generated, x)  # (M,)
+
+
+class LatentSearchScorer:
+    """Latent-search scoring of stored inputs with one generator: what ADGAN, AnoGAN and MAD-GAN share.
+
+    A sample's restarts are keyed by its bytes as stored (uint8 pixels, float32 values), so it gets the same
+    starts anywhere in any batch; chunks follow the engine's memory budget; ``frozen_modules`` stay in eval mode
+    without gradients throughout. ``targets`` maps a model-space batch to what the loss compares with (default:
+    itself); ``warm_start`` maps it to restart 0's start (default: a random start like the others).
+    """
+
+    def __init__(self, generator: nn.Module, noise_dim: int, loss_fn: PerSampleLoss, config: LatentSearchConfig, *,
+                 to_model_space: Callable[[np.ndarray], torch.Tensor], input_dtype: np.dtype, frozen_modules: Sequence[nn.Module],
+                 targets: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 warm_start: Callable[[torch.Tensor], torch.Tensor] | None = None, name: str = "latent search") -> None:
+        self.generator, self.noise_dim, self.loss_fn, self.config = generator, noise_dim, loss_fn, config
+        self.to_model_space, self.input_dtype = to_model_space, np.dtype(input_dtype)
+        self.frozen_modules = tuple(frozen_modules)
+        self.targets = targets or (lambda x: x)
+        self.warm_start = warm_start
+        self.name = name
+
+    def engine(self, **changes) -> LatentSearch:
+        config = replace(self.config, **changes) if changes else self.config
+        return LatentSearch(self.generator, self.noise_dim, self.loss_fn, config)
+
+    def search_inputs(self, batch: np.ndarray, n_seeds: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A stored batch (B, ...) -> the loss targets (B, ...) and the restarts' starts z0 (B, S, noise_dim), on the device."""
+        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        x = self.to_model_space(batch)
+        with torch.no_grad():
+            targets = self.targets(x)
+        z0 = initial_latents(sample_keys(batch), n_seeds, self.noise_dim, self.config.seed).to(x.device)
+        if self.warm_start is not None:  # restart 0 begins at the warm start
+            with torch.no_grad():
+                z0[:, 0] = self.warm_start(x)
+        return targets, z0
+
+    def losses(self, inputs: np.ndarray, progress: bool = False, keep_best: bool = False):
+        """Final losses (N, S) float64, each row depending on its own sample only; with ``keep_best`` also the best
+        restart's generated sample per input (N, ...) float32, in model space."""
+        engine = self.engine()
+        chunk = engine.samples_per_chunk(next(self.generator.parameters()).device)
+        s, steps = self.config.n_seeds, self.config.steps
+        losses, best = [], []
+        with frozen(*self.frozen_modules), tqdm(total=len(inputs), unit="sample", desc=self.name, disable=not progress or None) as bar:
+            for start in range(0, len(inputs), chunk):
+                batch = inputs[start : start + chunk]
+                targets, z0 = self.search_inputs(batch, s)
+                final: list[torch.Tensor] = []
+                hook = (lambda t, generated: final.append(generated) if t == steps else None) if keep_best else None
+                chunk_losses = engine.search(targets, z0, on_step=hook)  # (b, S)
+                losses.append(chunk_losses.double().detach().cpu().numpy())
+                if keep_best:
+                    generated = final[0].reshape(len(batch), s, *final[0].shape[1:])  # (b, S, ...)
+                    pick = chunk_losses.argmin(dim=1)  # the restart that reconstructs best
+                    best.append(generated[torch.arange(len(batch)), pick].detach().cpu().numpy())
+                bar.update(len(batch))
+        if not losses:
+            return (np.zeros((0, s)), None) if keep_best else np.zeros((0, s))
+        return (np.concatenate(losses), np.concatenate(best)) if keep_best else np.concatenate(losses)
+
+    def trajectory(self, sample: np.ndarray, lr_theta: float, to_frame: Callable[[torch.Tensor], np.ndarray]) -> np.ndarray:
+        """One stored sample (1, ...) -> ``to_frame`` of G(z_t) for t = 0..k of its first restart at this lr_θ (k+1, ...)."""
+        frames: list[np.ndarray] = []
+        engine = self.engine(n_seeds=1, lr_theta=lr_theta)
+        with frozen(*self.frozen_modules):
+            targets, z0 = self.search_inputs(sample, n_seeds=1)
+            engine.search(targets, z0, on_step=lambda t, generated: frames.append(to_frame(generated[:1])))
+        return np.concatenate(frames)

@@ -20,54 +20,46 @@ Per-channel residuals |x − G(z*)| of the best restart rank the sensors behind 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .adversarial import AdversarialDetector, EncoderGANConfig
-from .base import evaluating
-from .device import derived_generator
+from .base import Capabilities, ModelConfig, evaluating
+from .device import Stream, derived_generator
 from .errors import GadflowError
 from .frame_nets import FrameLSTMDiscriminator, FrameLSTMGenerator, check_frame_shape
-from .latent_search import LatentSearch, LatentSearchConfig, frozen, initial_latents, sample_keys
+from .latent_search import FrozenGeneratorSearch, LatentSearchScorer
+from .settings import Settings, SettingsError, nested, setting
+from .trainer import GANDetector, TrainingConfig
 
-NORMALISER_STREAM = 10_004  # derived_generator stream choosing the training windows the score terms are standardised on
+
+@dataclass(frozen=True)
+class MADGANNetwork(Settings):
+    """MAD-GAN's LSTMs (and, on image sequences, the per-frame CNNs)."""
+
+    latent_dim: int = setting(15, ge=1, le=4096)  # per time step (the paper's 15)
+    hidden_dim: int = setting(100, ge=1, le=4096)  # LSTM units of G and D (the paper's 100)
+    num_layers: int = setting(1, ge=1, le=8)
+    base_channels: int = setting(32, ge=1, le=1024)  # image sequences: the frame CNNs' width
 
 
-@dataclass
-class MADGANConfig(EncoderGANConfig):
-    latent_dim: int = 15  # per time step (the paper's 15)
-    hidden_dim: int = 100  # LSTM units of G and D (the paper's 100)
-    num_layers: int = 1
-    dr_lambda: float = 0.5  # λ: weight of the discrimination term; 1 − λ weighs the reconstruction
-    n_seeds: int = 3  # latent search: restarts per window
-    steps: int = 20  # latent search: Adam steps per restart
-    lr_z: float = 5e-2
-    search_seed: int = 0
-    memory_budget_mb: float = 1024.0
-    max_pairs_per_chunk: int = 768
-    normaliser_windows: int = 512  # training windows the two score terms are standardised on
-    frame_shape: tuple[int, ...] | None = None  # image sequences: each time step is a (C, H, W) frame, CNNs feed the LSTMs
+@dataclass(frozen=True)
+class MADGANConfig(ModelConfig):
+    kind: Literal["madgan"] = "madgan"
+    network: MADGANNetwork = nested(MADGANNetwork)
+    training: TrainingConfig = nested(TrainingConfig)
+    search: FrozenGeneratorSearch = nested(FrozenGeneratorSearch)  # the reconstruction's latent inversion, G frozen
+    dr_lambda: float = setting(0.5, ge=0.0, le=1.0)  # λ: weight of the discrimination term; 1 − λ weighs the reconstruction
+    normaliser_windows: int = setting(512, ge=2, le=1_000_000)  # training windows the two score terms are standardised on
 
-    scoring_fields = ("dr_lambda", "n_seeds", "steps", "lr_z", "search_seed", "memory_budget_mb", "max_pairs_per_chunk", "normaliser_windows")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if len(self.input_shape) != 2:
-            raise GadflowError(f"madgan takes windows (seq_len, channels); this data has sample shape {self.input_shape}")
-        if self.frame_shape is not None:
-            self.frame_shape = tuple(int(v) for v in self.frame_shape)
-            check_frame_shape(self.frame_shape, self.input_shape[1])
-        if not 0.0 <= self.dr_lambda <= 1.0:
-            raise GadflowError(f"dr_lambda must be in [0, 1], got {self.dr_lambda}")
-
-    @property
-    def search(self) -> LatentSearchConfig:
-        return LatentSearchConfig(n_seeds=self.n_seeds, steps=self.steps, lr_z=self.lr_z, lr_theta=0.0, seed=self.search_seed,
-                                  memory_budget_mb=self.memory_budget_mb, max_pairs_per_chunk=self.max_pairs_per_chunk)
+    def check(self) -> None:
+        super().check()
+        if self.search.lr_theta != 0:
+            raise SettingsError(f"search: madgan keeps the generator frozen, so lr_theta must be 0 (got {self.search.lr_theta})")
+        if self.search.channels_last:
+            raise SettingsError("search: madgan has no channels_last path (its generator is an LSTM)")
 
 
 class LSTMGenerator(nn.Module):
@@ -113,66 +105,48 @@ def window_mse(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (generated - target).pow(2).flatten(1).mean(1)
 
 
-class MADGANDetector(AdversarialDetector):
-    kind = "madgan"
+class MADGANDetector(GANDetector):
     config_cls = MADGANConfig
-    input_kinds = ("sequence",)
+    capabilities = Capabilities(input_kinds=("window",), monte_carlo_labels=False, channel_residuals=True)
 
     def build_networks(self) -> None:
-        cfg = self.config
-        seq_len, channels = cfg.input_shape
-        if cfg.frame_shape is None:
-            self.generator = LSTMGenerator(seq_len, channels, cfg.latent_dim, cfg.hidden_dim, cfg.num_layers)
-            self.discriminator = LSTMDiscriminator(channels, cfg.hidden_dim, cfg.num_layers)
+        net, frame_shape = self.config.network, self.inputs.frame_shape
+        seq_len, channels = self.input_shape
+        if frame_shape is None:
+            self.generator = LSTMGenerator(seq_len, channels, net.latent_dim, net.hidden_dim, net.num_layers)
+            self.discriminator = LSTMDiscriminator(channels, net.hidden_dim, net.num_layers)
         else:  # image sequences: a CNN per frame between the pixels and the LSTMs (models.frame_nets)
-            self.generator = FrameLSTMGenerator(seq_len, cfg.frame_shape, cfg.latent_dim, cfg.hidden_dim, cfg.num_layers, cfg.base_channels)
-            self.discriminator = FrameLSTMDiscriminator(cfg.frame_shape, cfg.hidden_dim, cfg.num_layers, cfg.base_channels)
+            check_frame_shape(frame_shape, channels)
+            self.generator = FrameLSTMGenerator(seq_len, frame_shape, net.latent_dim, net.hidden_dim, net.num_layers, net.base_channels)
+            self.discriminator = FrameLSTMDiscriminator(frame_shape, net.hidden_dim, net.num_layers, net.base_channels)
         self.normaliser = ScoreNormaliser()
 
     def networks(self):
         return {"generator": self.generator, "discriminator": self.discriminator, "normaliser": self.normaliser}
 
+    def trained_networks(self):
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
     @property
     def noise_dim(self) -> int:
-        return self.config.input_shape[0] * self.config.latent_dim  # seq_len · latent_dim
+        return self.input_shape[0] * self.config.network.latent_dim  # seq_len · latent_dim
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"d": self.adam(self.discriminator, lr=self.config.lr_d), "g": self.adam(self.generator, lr=self.config.lr_g)}
+        cfg = self.config.training
+        return {"d": self.adam(self.discriminator, lr=cfg.lr_d), "g": self.adam(self.generator, lr=cfg.lr_g)}
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z)
+        return self.generator(z)  # (B, seq_len, C)
 
     def train_step(self, real, gen, optimizers):
-        fake = self.generator(self.noise(len(real), gen))  # (B, seq_len, C)
-        ones = torch.ones(real.shape[:2], device=self.device)  # (B, seq_len): D judges every time step
-        zeros = torch.zeros_like(ones)
+        # D judges every time step: its logits, and the targets of both updates, are (B, seq_len)
+        return self.nonsaturating_step(real, self.noise(len(real), gen), optimizers)
 
-        # update D: maximise Σ_t log D(x)_t + log(1 − D(G(z))_t)
-        logit_real = self.discriminator(real)
-        logit_fake = self.discriminator(fake.detach())
-        loss_d = F.binary_cross_entropy_with_logits(logit_real, ones) + F.binary_cross_entropy_with_logits(logit_fake, zeros)
-        optimizers["d"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["d"].step()
-
-        # update G (non-saturating): maximise Σ_t log D(G(z))_t
-        loss_g = F.binary_cross_entropy_with_logits(self.discriminator(fake), ones)
-        optimizers["g"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizers["g"].step()
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                "d_real": torch.sigmoid(logit_real).mean().detach(), "d_fake": torch.sigmoid(logit_fake).mean().detach()}
-
-    # --- training: the GAN, then the score normaliser on training windows ------------------------
-    def fit(self, inputs: np.ndarray, checkpoint_dir=None, on_epoch_end=None, progress: bool = True):
-        history = super().fit(inputs, checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end, progress=progress)
-        self._fit_normaliser(inputs, progress)
-        return history
-
-    def _fit_normaliser(self, windows: np.ndarray, progress: bool) -> None:
+    # --- after the GAN: the score normaliser on training windows ---------------------------------
+    def after_training(self, windows: np.ndarray, progress: bool) -> None:
         """Standardise both score terms on a seeded subset of the training windows (no other data)."""
         n = min(self.config.normaliser_windows, len(windows))
-        pick = torch.randperm(len(windows), generator=derived_generator(self.config.seed, NORMALISER_STREAM))[:n].numpy()
+        pick = torch.randperm(len(windows), generator=derived_generator(self.config.training.seed, Stream.NORMALISER))[:n].numpy()
         terms = self.score_terms(windows[np.sort(pick)], progress=progress)  # (n, 2)
         std = terms.std(axis=0)
         self.normaliser.mean.copy_(torch.from_numpy(terms.mean(axis=0)))
@@ -194,25 +168,10 @@ class MADGANDetector(AdversarialDetector):
 
         Each row depends on its own window only: its restarts are keyed by the window's bytes.
         """
-        engine = LatentSearch(self.generator, self.noise_dim, window_mse, self.config.search)
-        chunk = engine.samples_per_chunk(self.device)
-        losses, best = [], []
-        s = self.config.n_seeds
-        with frozen(self.generator, self.discriminator), tqdm(total=len(windows), unit="window", desc="latent search (madgan)", disable=not progress or None) as bar:
-            for start in range(0, len(windows), chunk):
-                batch = np.ascontiguousarray(windows[start : start + chunk], dtype=np.float32)
-                x = self.to_model_space(batch)  # (b, seq_len, C)
-                z0 = initial_latents(sample_keys(batch), s, self.noise_dim, self.config.search_seed).to(self.device)
-                final: list[torch.Tensor] = []
-                chunk_losses = engine.search(x, z0, on_step=lambda t, g: final.append(g) if t == self.config.steps else None)  # (b, S)
-                generated = final[0].reshape(len(batch), s, *x.shape[1:])  # (b, S, seq_len, C)
-                pick = chunk_losses.argmin(dim=1)  # the restart that reconstructs best
-                best.append(generated[torch.arange(len(batch)), pick].detach().cpu().numpy())
-                losses.append(chunk_losses.double().detach().cpu().numpy())
-                bar.update(len(batch))
-        if not losses:
-            return np.zeros((0, s)), np.zeros((0, *self.input_shape), dtype=np.float32)
-        return np.concatenate(losses), np.concatenate(best)
+        scorer = LatentSearchScorer(self.generator, self.noise_dim, window_mse, self.config.search, to_model_space=self.to_model_space,
+                                    input_dtype=self.input_dtype, frozen_modules=(self.generator, self.discriminator), name="latent search (madgan)")
+        losses, best = scorer.losses(windows, progress=progress, keep_best=True)
+        return losses, best if best is not None else np.zeros((0, *self.input_shape), dtype=np.float32)
 
     def score_terms(self, windows: np.ndarray, progress: bool = False) -> np.ndarray:
         """Raw (discrimination, reconstruction) per window: (N, 2) float64."""

@@ -15,12 +15,10 @@ from typing import Literal
 
 import numpy as np
 
-from .checkpoint import atomic_write_text
+from .storage import atomic_write_text
 from .errors import GadflowError
 
 FORMAT = "gadflow.series_transform/1"
-TRANSFORM_FILE = "series_transform.json"
-WINDOWING_FILE = "windowing.json"  # beside a window model: seq_len, stride, tail, label and point rules, input channel names
 CONSTANT_SPAN = 1e-12  # a channel whose training spread is below this is constant: scale 1.0
 Scaling = Literal["minmax", "standard", "none"]
 

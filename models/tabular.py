@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checkpoint import atomic_write_text
+from .storage import atomic_write_text
 from .errors import GadflowError
 
 UNSEEN = "<unseen>"
-PREPROCESSOR_FILE = "preprocessor.json"  # beside the prepared tables, and beside model.pt in a tabular model's folder
 FORMAT = "gadflow.tabular_preprocessor/1"
 CONSTANT_SPAN = 1e-12  # a numeric column whose fitted range is below this is constant: span 1.0
 NUMERIC_TRANSFORMS = ("log1p", "none")

@@ -21,7 +21,6 @@ import numpy as np
 from .errors import GadflowError
 
 ThresholdMethod = Literal["monte_carlo", "calibration", "pot"]
-THRESHOLD_FILE = "threshold.json"  # saved in the model folder, beside model.pt
 POT_MIN_EXCESSES = 10  # fewest scores above the POT level that a Pareto fit is trusted on
 
 
@@ -64,11 +63,9 @@ def pot_threshold(calibration_scores: np.ndarray, nominal_fpr: float, initial_qu
     from scipy.stats import genpareto  # here, not at the top: the served model loads this module without scipy
 
     scores = _finite_1d(calibration_scores, "calibration scores")
-    if not initial_quantile < 1.0 - nominal_fpr:
-        raise GadflowError(
-            f"POT: initial_quantile {initial_quantile:g} must be below 1 - nominal_fpr = {1.0 - nominal_fpr:g} "
-            "(the tail is fitted above that level and extrapolated to the nominal FPR)"
-        )
+    problem = pot_level_problem(initial_quantile, nominal_fpr)
+    if problem:
+        raise GadflowError(f"POT: {problem}")
     n = scores.size
     t = float(np.quantile(scores, initial_quantile))
     excesses = np.sort(scores[scores > t] - t)  # sorted: the fit does not depend on the order of the scores
@@ -91,6 +88,15 @@ def pot_threshold(calibration_scores: np.ndarray, nominal_fpr: float, initial_qu
     if not math.isfinite(z):
         raise GadflowError(f"POT: the generalised Pareto fit failed (shape {gamma:.3g}, scale {sigma:.3g})")
     return float(z)
+
+
+def pot_level_problem(initial_quantile: float, nominal_fpr: float) -> str | None:
+    """Why POT cannot fit at this level for this FPR (None when it can): the tail is fitted above the level and
+    extrapolated down to the nominal FPR, so the level must lie below 1 − nominal_fpr."""
+    if initial_quantile < 1.0 - nominal_fpr:
+        return None
+    return (f"initial_quantile {initial_quantile:g} must be below 1 - nominal_fpr = {1.0 - nominal_fpr:g} "
+            "(the tail is fitted above that level and extrapolated to the nominal FPR)")
 
 
 def conformal_p_values(scores: np.ndarray, calibration_scores: np.ndarray) -> np.ndarray:
@@ -123,7 +129,7 @@ class Calibration:
         return conformal_p_values(scores, np.asarray(self.calibration_scores))
 
     def save(self, path: Path) -> None:
-        from .checkpoint import atomic_write_text
+        from .storage import atomic_write_text
 
         atomic_write_text(path, json.dumps(asdict(self), indent=1))
 

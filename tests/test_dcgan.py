@@ -6,9 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from models.dcgan import DCGANShape, Discriminator, Generator
-from models.dcgan_detector import DCGANConfig, DCGANDetector
+from models.dcgan import DCGANConfig, DCGANDetector
+from models.dcgan_nets import DCGANNetwork, DCGANShape, Discriminator, Generator
 from models.errors import GadflowError
+from models.inputs import InputSpec
+from models.settings import SettingsError
+
+
+def dcgan_config(seed: int = 0) -> DCGANConfig:
+    return DCGANConfig.from_dict({"device": "cpu", "network": {"latent_dim": 8, "base_channels": 4}, "training": {"seed": seed}})
 
 
 @pytest.mark.parametrize("channels, size", [(1, 28), (4, 32), (3, 64)])
@@ -46,7 +52,7 @@ def test_unsupported_sizes_are_refused(size):
     with pytest.raises(GadflowError):
         Discriminator(shape)
     with pytest.raises(GadflowError):
-        DCGANDetector(DCGANConfig(channels=1, size=size, latent_dim=8, base_channels=4, device="cpu"))
+        DCGANDetector(dcgan_config(), InputSpec("image", (1, size, size)))
 
 
 def layers(net: nn.Module, kinds) -> list[nn.Module]:
@@ -83,12 +89,12 @@ def test_dcgan_initialisation(net_cls):
 
 
 def test_initialisation_depends_on_the_seed_only():
-    cfg = DCGANConfig(channels=1, size=8, latent_dim=8, base_channels=4, seed=3, device="cpu")
+    cfg, inputs = dcgan_config(seed=3), InputSpec("image", (1, 8, 8))
     torch.manual_seed(1)
-    a = DCGANDetector(cfg)
+    a = DCGANDetector(cfg, inputs)
     torch.manual_seed(2)
-    b = DCGANDetector(cfg)
-    c = DCGANDetector(DCGANConfig(channels=1, size=8, latent_dim=8, base_channels=4, seed=4, device="cpu"))
+    b = DCGANDetector(cfg, inputs)
+    c = DCGANDetector(dcgan_config(seed=4), inputs)
     assert a.model_id == b.model_id
     assert a.model_id != c.model_id
     for name, net in a.networks().items():
@@ -99,3 +105,5 @@ def test_initialisation_depends_on_the_seed_only():
 def test_unknown_discriminator_norm_is_refused():
     with pytest.raises(GadflowError, match="discriminator_norm"):
         Discriminator(DCGANShape(channels=1, size=16, latent_dim=4, base_channels=4, discriminator_norm="layer"))
+    with pytest.raises(SettingsError, match="discriminator_norm"):  # the config refuses it before any network is built
+        DCGANNetwork(discriminator_norm="layer")

@@ -13,16 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from models import Calibration, load_detector
 from models.base import MODEL_FILE
-from models.dcgan_detector import LAST_CHECKPOINT, DCGANConfig, DCGANDetector
+from models.dcgan import DCGANConfig, DCGANDetector
 from models.errors import GadflowError
+from models.inputs import InputSpec
+from models.registry import load_detector
+from models.threshold import Calibration
+from models.trainer import LAST_CHECKPOINT
+from tests.helpers.detectors import merged
 
-BASE = dict(channels=1, size=16, latent_dim=8, base_channels=4, epochs=2, batch_size=16, device="cpu", n_fixed_samples=4)
+BASE = {"device": "cpu", "network": {"latent_dim": 8, "base_channels": 4}, "training": {"epochs": 2, "batch_size": 16, "n_fixed_samples": 4}}
+INPUTS = InputSpec("image", (1, 16, 16))
+CHECKPOINT_KEYS = {"trained_as", "training_key", "data_key", "epochs_done", "state", "optimizers", "history"}
 
 
-def config(**overrides) -> DCGANConfig:
-    return DCGANConfig(**{**BASE, **overrides})
+def config(changes: dict | None = None) -> DCGANConfig:
+    """BASE with ``changes`` merged over it (nested like params.yaml's model section)."""
+    return DCGANConfig.from_dict(merged(BASE, changes or {}))
 
 
 def images(n: int = 64, seed: int = 0) -> np.ndarray:
@@ -35,7 +42,7 @@ def images(n: int = 64, seed: int = 0) -> np.ndarray:
 
 
 def trained(cfg: DCGANConfig | None = None, data: np.ndarray | None = None, **fit_kwargs) -> DCGANDetector:
-    det = DCGANDetector(cfg or config())
+    det = DCGANDetector(cfg or config(), INPUTS)
     det.fit(images() if data is None else data, progress=False, **fit_kwargs)
     return det
 
@@ -98,18 +105,18 @@ def test_score_rejects_wrong_shapes(detector):
 
 
 def test_empty_score():
-    assert DCGANDetector(config()).score(np.zeros((0, 1, 16, 16), np.uint8)).shape == (0,)
+    assert DCGANDetector(config(), INPUTS).score(np.zeros((0, 1, 16, 16), np.uint8)).shape == (0,)
 
 
 # --- training ------------------------------------------------------------------------------------------
 def test_fit_history_and_training_changes_the_model():
-    det = DCGANDetector(config())
+    det = DCGANDetector(config(), INPUTS)
     untrained = det.model_id
     history = det.fit(images(), progress=False)
     assert [r.epoch for r in history] == [1, 2]
     for r in history:
-        assert all(math.isfinite(v) for v in (r.loss_d, r.loss_g, r.d_real, r.d_fake))
-        assert 0 <= r.d_real <= 1 and 0 <= r.d_fake <= 1
+        assert all(math.isfinite(r.stats[k]) for k in ("loss_d", "loss_g", "d_real", "d_fake"))
+        assert 0 <= r.stats["d_real"] <= 1 and 0 <= r.stats["d_fake"] <= 1
     assert det.model_id != untrained
     assert not det.generator.training and not det.discriminator.training
 
@@ -123,12 +130,12 @@ def test_same_seed_gives_bit_identical_models():
     assert a.model_id == b.model_id
     x = images(16, seed=5)
     np.testing.assert_array_equal(a.score(x), b.score(x))
-    c = trained(config(seed=1))
+    c = trained(config({"training": {"seed": 1}}))
     assert c.model_id != a.model_id
 
 
 def test_fit_rejects_bad_input():
-    det = DCGANDetector(config())
+    det = DCGANDetector(config(), INPUTS)
     with pytest.raises(GadflowError, match="at least 2"):
         det.fit(images(1), progress=False)
     with pytest.raises(GadflowError, match="does not match"):
@@ -154,24 +161,53 @@ class Interrupt:
 
 
 def test_resume_after_interruption_is_bit_identical(tmp_path, caplog):
-    cfg = config(epochs=3)
+    cfg = config({"training": {"epochs": 3}})
     data = images()
     reference = trained(cfg, data, checkpoint_dir=tmp_path / "A")
 
     with pytest.raises(KeyboardInterrupt):
         trained(cfg, data, checkpoint_dir=tmp_path / "B", on_epoch_end=Interrupt(after_epoch=1))
-    assert torch.load(tmp_path / "B" / LAST_CHECKPOINT, weights_only=True)["epochs_done"] == 1
+    checkpoint = torch.load(tmp_path / "B" / LAST_CHECKPOINT, weights_only=True)
+    assert checkpoint["epochs_done"] == 1
+    assert set(checkpoint) == CHECKPOINT_KEYS  # the one trainer's format
+    assert set(checkpoint["state"]) == {"generator", "discriminator"} and set(checkpoint["optimizers"]) == {"d", "g"}
+    assert checkpoint["trained_as"] == "dcgan"
 
     epochs_run = []
-    with caplog.at_level(logging.INFO, logger="models.dcgan_detector"):
+    with caplog.at_level(logging.INFO, logger="models.trainer"):
         resumed = trained(cfg, data, checkpoint_dir=tmp_path / "B", on_epoch_end=lambda r, s: epochs_run.append(r.epoch))
     assert epochs_run == [2, 3]  # epoch 1 was not trained again
     assert any("resumed" in rec.getMessage() for rec in caplog.records)
     assert [r.epoch for r in resumed.history] == [1, 2, 3]
-    assert [r.loss_d for r in resumed.history] == [r.loss_d for r in reference.history]
+    assert [r.stats["loss_d"] for r in resumed.history] == [r.stats["loss_d"] for r in reference.history]
     assert_same_weights(resumed, reference)
     assert resumed.model_id == reference.model_id
     assert torch.load(tmp_path / "B" / LAST_CHECKPOINT, weights_only=True)["epochs_done"] == 3
+
+
+@pytest.mark.parametrize("kind, warm_start", [("adgan", None), ("adgan", {"steps": 20}), ("anogan", None)])
+def test_latent_search_models_resume_bit_identically(tmp_path, kind, warm_start):
+    """ADGAN and AnoGAN train the DCGAN on the one trainer: an interrupted run resumes to the same weights (the
+    warm-start encoder, fitted after the GAN, too)."""
+    from models.registry import get_detector
+
+    cls = get_detector(kind)
+    cfg = cls.config_cls.from_dict(merged(BASE, {"training": {"epochs": 3}, "search": {"steps": 2, "lr_theta": 0.0}, "warm_start": warm_start}))
+    data = images()
+    reference = cls(cfg, INPUTS)
+    reference.fit(data, checkpoint_dir=tmp_path / "A", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        cls(cfg, INPUTS).fit(data, checkpoint_dir=tmp_path / "B", on_epoch_end=Interrupt(after_epoch=1), progress=False)
+    checkpoint = torch.load(tmp_path / "B" / LAST_CHECKPOINT, weights_only=True)
+    assert checkpoint["epochs_done"] == 1 and checkpoint["trained_as"] == "dcgan"
+    assert set(checkpoint["state"]) == {"generator", "discriminator"}  # the encoder is not part of GAN training
+    epochs_run = []
+    resumed = cls(cfg, INPUTS)
+    resumed.fit(data, checkpoint_dir=tmp_path / "B", on_epoch_end=lambda r, s: epochs_run.append(r.epoch), progress=False)
+    assert epochs_run == [2, 3]
+    assert ("encoder" in resumed.networks()) == (warm_start is not None)
+    assert_same_weights(resumed, reference)
+    assert resumed.model_id == reference.model_id
 
 
 def test_finished_checkpoint_trains_nothing(tmp_path):
@@ -181,18 +217,18 @@ def test_finished_checkpoint_trains_nothing(tmp_path):
     again = trained(cfg, data, checkpoint_dir=tmp_path, on_epoch_end=lambda r, s: calls.append(r.epoch))
     assert calls == []
     assert_same_weights(first, again)
-    assert len(again.history) == cfg.epochs
+    assert len(again.history) == cfg.training.epochs
 
 
 @pytest.mark.parametrize("change", ["config", "data"])
 def test_foreign_checkpoint_is_not_resumed(tmp_path, caplog, change):
     data = images()
     with pytest.raises(KeyboardInterrupt):
-        trained(config(lr_d=1e-3), data, checkpoint_dir=tmp_path, on_epoch_end=Interrupt(after_epoch=1))
-    cfg, new_data = (config(), data) if change == "config" else (config(lr_d=1e-3), images(seed=9))
+        trained(config({"training": {"lr_d": 1e-3}}), data, checkpoint_dir=tmp_path, on_epoch_end=Interrupt(after_epoch=1))
+    cfg, new_data = (config(), data) if change == "config" else (config({"training": {"lr_d": 1e-3}}), images(seed=9))
 
     epochs_run = []
-    with caplog.at_level(logging.WARNING, logger="models.dcgan_detector"):
+    with caplog.at_level(logging.WARNING, logger="models.trainer"):
         det = trained(cfg, new_data, checkpoint_dir=tmp_path, on_epoch_end=lambda r, s: epochs_run.append(r.epoch))
     assert epochs_run == [1, 2]
     warnings = [rec for rec in caplog.records if rec.levelno == logging.WARNING]
@@ -202,19 +238,19 @@ def test_foreign_checkpoint_is_not_resumed(tmp_path, caplog, change):
 
 def test_a_finished_gan_is_reused_by_a_detector_that_only_scores_differently(tmp_path):
     """DCGAN, ADGAN and AnoGAN train identically: ADGAN resumes a finished DCGAN checkpoint with 0 epochs."""
-    from models.latent_detectors import ADGANDetector, LatentSearchDetectorConfig
+    from models.latent_gans import ADGANConfig, ADGANDetector
 
     data = images()
     first = trained(config(), data, checkpoint_dir=tmp_path)
     epochs_run = []
-    adgan = ADGANDetector(LatentSearchDetectorConfig(**BASE, steps=2, lr_theta=0.0))
+    adgan = ADGANDetector(ADGANConfig.from_dict({**BASE, "search": {"steps": 2, "lr_theta": 0.0}}), INPUTS)
     adgan.fit(data, checkpoint_dir=tmp_path, progress=False, on_epoch_end=lambda r, s: epochs_run.append(r.epoch))
     assert epochs_run == []
     assert_same_weights(adgan, first)
 
 
 def test_spectral_norm_discriminator_trains_resumes_and_scores_per_image(tmp_path):
-    cfg, data = config(epochs=3, discriminator_norm="spectral"), images()
+    cfg, data = config({"training": {"epochs": 3}, "network": {"discriminator_norm": "spectral"}}), images()
     reference = trained(cfg, data)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.discriminator.modules())
     with pytest.raises(KeyboardInterrupt):
@@ -237,7 +273,7 @@ def nan_discriminator(det: DCGANDetector, monkeypatch) -> None:
 
 
 def test_non_finite_loss_stops_training_without_a_checkpoint(tmp_path, monkeypatch):
-    det = DCGANDetector(config())
+    det = DCGANDetector(config(), INPUTS)
     nan_discriminator(det, monkeypatch)
     with pytest.raises(GadflowError, match="non-finite"):
         det.fit(images(), checkpoint_dir=tmp_path, progress=False)
@@ -245,7 +281,7 @@ def test_non_finite_loss_stops_training_without_a_checkpoint(tmp_path, monkeypat
 
 
 def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    det = DCGANDetector(config(epochs=3))
+    det = DCGANDetector(config({"training": {"epochs": 3}}), INPUTS)
 
     def break_after_first_epoch(record, samples):
         if record.epoch == 1:
@@ -256,10 +292,10 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     ckpt = torch.load(tmp_path / LAST_CHECKPOINT, weights_only=True)
     assert ckpt["epochs_done"] == 1
     for net in ("generator", "discriminator"):
-        assert all(torch.isfinite(t).all() for t in ckpt[net].values() if t.is_floating_point())
-    one_epoch = trained(config(epochs=1))
+        assert all(torch.isfinite(t).all() for t in ckpt["state"][net].values() if t.is_floating_point())
+    one_epoch = trained(config({"training": {"epochs": 1}}))
     for key, tensor in one_epoch.discriminator.state_dict().items():
-        assert torch.equal(ckpt["discriminator"][key], tensor), key
+        assert torch.equal(ckpt["state"]["discriminator"][key], tensor), key
 
 
 # --- persistence -----------------------------------------------------------------------------------------
@@ -270,6 +306,7 @@ def test_save_load_round_trip(tmp_path, detector):
     for loaded in (DCGANDetector.load(tmp_path / "model", device="cpu"), load_detector(tmp_path / "model", device="cpu")):
         assert isinstance(loaded, DCGANDetector)
         assert loaded.config == detector.config
+        assert loaded.inputs == detector.inputs
         assert loaded.model_id == detector.model_id
         np.testing.assert_array_equal(loaded.score(x), detector.score(x))
         np.testing.assert_array_equal(loaded.sample(5, seed=1), detector.sample(5, seed=1))
@@ -310,7 +347,7 @@ def test_load_tampered_weights(tmp_path, detector):
 
 
 def test_calibration_of_another_model_is_refused(tmp_path, detector):
-    other = DCGANDetector(config(seed=5))
+    other = DCGANDetector(config({"training": {"seed": 5}}), INPUTS)
     assert other.model_id != detector.model_id
     path = tmp_path / "threshold.json"
     Calibration(other.model_id, 0.05, "calibration", {"calibration": 0.5}, [0.1, 0.2]).save(path)

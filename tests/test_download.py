@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from models.errors import GadflowError
-from tasks.config import DatasetSpec, FileSpec, load_params
-from tasks.download import MIRROR_ENV, ChecksumError, download_dataset, fetch_file, mirror_for
-from tasks.formats import idx_labels
+from tasks.params import load_params
+from tasks.sources.download import MIRROR_ENV, ChecksumError, DatasetSpec, FileSpec, download_dataset, fetch_file, mirror_for
+from tasks.sources.idx import idx_labels
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_MIRROR = Path("/work/shared/datasets/mnist")
@@ -54,7 +54,7 @@ def leftovers(folder: Path) -> list[str]:
 # --- mirror -------------------------------------------------------------------------------------------
 def test_download_from_mirror(tmp_path, mirror, contents):
     out = tmp_path / "raw" / "tiny"
-    assert download_dataset.fn("tiny", make_spec(contents), out) == out
+    assert download_dataset("tiny", make_spec(contents), out) == out
     assert leftovers(out) == sorted(f"{role}.bin" for role in ROLES)
     for role, data in contents.items():
         assert (out / f"{role}.bin").read_bytes() == data
@@ -64,14 +64,14 @@ def test_download_from_mirror(tmp_path, mirror, contents):
 def test_mirror_dir_overrides_dataset_name(tmp_path, mirror, contents):
     spec = make_spec(contents).model_copy(update={"mirror_dir": "tiny"})
     out = tmp_path / "raw" / "renamed"
-    download_dataset.fn("renamed", spec, out)
+    download_dataset("renamed", spec, out)
     assert (out / "test_labels.bin").read_bytes() == contents["test_labels"]
 
 
 def test_checksum_mismatch_leaves_nothing(tmp_path, mirror, contents):
     out = tmp_path / "raw" / "tiny"
     with pytest.raises(ChecksumError, match="test_images.bin") as info:
-        download_dataset.fn("tiny", make_spec(contents, wrong="test_images"), out)
+        download_dataset("tiny", make_spec(contents, wrong="test_images"), out)
     assert "sha256 mismatch" in str(info.value)
     assert not out.exists()
     assert leftovers(out.parent) == []  # no *.part file, no staging folder
@@ -79,9 +79,9 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, mirror, contents):
 
 def test_checksum_mismatch_keeps_previous_output(tmp_path, mirror, contents):
     out = tmp_path / "raw" / "tiny"
-    download_dataset.fn("tiny", make_spec(contents), out)
+    download_dataset("tiny", make_spec(contents), out)
     with pytest.raises(ChecksumError):
-        download_dataset.fn("tiny", make_spec(contents, wrong="train_labels"), out)
+        download_dataset("tiny", make_spec(contents, wrong="train_labels"), out)
     assert leftovers(out.parent) == ["tiny"]
     assert (out / "train_labels.bin").read_bytes() == contents["train_labels"]
 
@@ -90,7 +90,7 @@ def test_missing_file_in_mirror(tmp_path, mirror, contents):
     (mirror / "tiny" / "train_labels.bin").unlink()
     out = tmp_path / "raw" / "tiny"
     with pytest.raises(GadflowError, match="train_labels.bin.*not found in the mirror"):
-        download_dataset.fn("tiny", make_spec(contents), out)
+        download_dataset("tiny", make_spec(contents), out)
     assert not out.exists()
     assert leftovers(out.parent) == []
 
@@ -98,7 +98,7 @@ def test_missing_file_in_mirror(tmp_path, mirror, contents):
 def test_mirror_env_not_a_folder(tmp_path, contents, monkeypatch):
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "no-such-folder"))
     with pytest.raises(GadflowError, match=MIRROR_ENV):
-        download_dataset.fn("tiny", make_spec(contents), tmp_path / "raw" / "tiny")
+        download_dataset("tiny", make_spec(contents), tmp_path / "raw" / "tiny")
 
 
 def test_fetch_file_mismatch_leaves_no_part_file(tmp_path, mirror, contents):
@@ -135,7 +135,7 @@ def served(tmp_path, contents, monkeypatch) -> dict[str, list[str]]:
 
 def test_download_from_file_urls(tmp_path, served, contents):
     out = tmp_path / "raw" / "tiny"
-    download_dataset.fn("tiny", make_spec(contents, urls=served), out)
+    download_dataset("tiny", make_spec(contents, urls=served), out)
     for role, data in contents.items():
         assert (out / f"{role}.bin").read_bytes() == data
 
@@ -143,7 +143,7 @@ def test_download_from_file_urls(tmp_path, served, contents):
 def test_file_url_checksum_mismatch(tmp_path, served, contents):
     out = tmp_path / "raw" / "tiny"
     with pytest.raises(ChecksumError, match="train_labels.bin"):
-        download_dataset.fn("tiny", make_spec(contents, urls=served, wrong="train_labels"), out)
+        download_dataset("tiny", make_spec(contents, urls=served, wrong="train_labels"), out)
     assert not out.exists()
     assert leftovers(out.parent) == []
 
@@ -190,13 +190,13 @@ def test_real_mnist_label_files_match_params_sha256(tmp_path, monkeypatch):
 
 def test_verified_output_is_not_fetched_again(tmp_path, mirror, contents, monkeypatch):
     out = tmp_path / "raw" / "tiny"
-    download_dataset.fn("tiny", make_spec(contents), out)
+    download_dataset("tiny", make_spec(contents), out)
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "empty-mirror"))  # a refetch would now fail
     (tmp_path / "empty-mirror").mkdir()
-    assert download_dataset.fn("tiny", make_spec(contents), out) == out
+    assert download_dataset("tiny", make_spec(contents), out) == out
     (out / "train_images.bin").write_bytes(b"tampered")  # a bad file forces a refetch, which fails loudly
     with pytest.raises(GadflowError, match="not found in the mirror"):
-        download_dataset.fn("tiny", make_spec(contents), out)
+        download_dataset("tiny", make_spec(contents), out)
 
 
 # --- sub-folders and gzip'd mirror copies (SKAB, SMD) ---------------------------------------------
@@ -219,13 +219,13 @@ def test_files_in_sub_folders_and_a_gzipped_mirror_copy(tmp_path, monkeypatch):
     (root / "l.bin").write_bytes(b"l")
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "mirror"))
     out = tmp_path / "raw" / "nested"
-    download_dataset.fn("nested", spec, out)
+    download_dataset("nested", spec, out)
     assert (out / "valve1" / "0.csv").read_bytes() == payloads["a"]
     assert (out / "train" / "machine-1-2.txt").read_bytes() == payloads["b"]  # stored decompressed, as upstream serves it
     assert not (out / "train" / "machine-1-2.txt.gz").exists()
     # A second run finds every nested file verified and fetches nothing.
-    monkeypatch.setattr("tasks.download.fetch_file", lambda *a, **k: pytest.fail("fetched again"))
-    download_dataset.fn("nested", spec, out)
+    monkeypatch.setattr("tasks.sources.download.fetch_file", lambda *a, **k: pytest.fail("fetched again"))
+    download_dataset("nested", spec, out)
 
 
 @pytest.mark.parametrize("path", ["../escape.csv", "a/../b.csv", "/abs.csv", "a//b.csv", ".hidden"])

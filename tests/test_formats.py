@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from models.errors import GadflowError
-from tasks.formats import idx_images, idx_labels, png_folder_splits, read_idx, read_png_folder, safe_extract
+from tasks.sources.archives import folder_splits, safe_extract
+from tasks.sources.idx import idx_images, idx_labels, read_idx
+from tasks.sources.png_folder import read_png_folder
 
 MNIST = Path("/work/shared/datasets/mnist")
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -149,6 +151,11 @@ def make_png_tree(root: Path, size=(8, 8), counts=(3, 2, 2), mode: str = "L") ->
             write_png(root / split / f"img_{i:02d}.png", arr)
             written[split].append(arr)
     return written
+
+
+def png_folder_splits(archive: Path) -> dict[str, np.ndarray]:
+    """The png_folder format's split folders: ``folder_splits`` with the PNG folder reader."""
+    return folder_splits(archive, read_png_folder)
 
 
 def make_tar_gz(src: Path, archive: Path) -> Path:

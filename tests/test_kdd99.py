@@ -15,55 +15,22 @@ import pytest
 
 from models.errors import GadflowError
 from models.tabular import UNSEEN, TabularPreprocessor
-from tasks.config import DatasetSpec, FileSpec, KDD99Protocol, PrepareParams
-from tasks.kdd99 import (
-    KDD99_CATEGORICAL, KDD99_FEATURES, PREPROCESSOR_FILE, SCHEMA, TABULAR_FILES, prepare_kdd99, read_kdd99,
+from tasks.adapters import load_prepared
+from tasks.adapters.base import SCHEMA
+from tasks.adapters.tabular import PREPROCESSOR_FILE, TABLE_FILES
+from tasks.sources.kdd99 import KDD99_CATEGORICAL, KDD99_FEATURES, prepare_table, read_kdd99
+from tasks.steps.prepare import KDD99Protocol, PrepareParams
+from tests.helpers.data import (
+    FAKE_SHA, KDD_TEST_FILE, KDD_TRAIN_FILE, corrected_records, kdd_fields, kdd_spec, train_records, write_kdd,
 )
 
-FAKE_SHA = "0" * 64
-TRAIN_FILE, TEST_FILE = "kddcup.data_10_percent.gz", "corrected.gz"
 N_NUMERIC = 38
 MIRROR = Path(os.environ.get("GADFLOW_DATA_MIRROR") or "/work/shared/datasets") / "kddcup99"
 
 
-# --- tiny KDD-format files -------------------------------------------------------------------------
-def kdd_fields(i: int, label: str | None = None, **values) -> list[str]:
-    """The 42 fields of record ``i``; src_bytes = i identifies the row, the rest varies deterministically."""
-    row = {name: "0" for name in KDD99_FEATURES}
-    row.update(
-        duration=str(i % 7), protocol_type=["tcp", "udp", "icmp"][i % 3], service=["http", "private", "ecr_i", "domain_u"][i % 4],
-        flag=["SF", "S0", "REJ"][i % 3], src_bytes=str(i), dst_bytes=str((i * 37) % 1000), logged_in=str(i % 2),
-        count=str(i % 50 + 1), srv_count=str((i * 3) % 20), serror_rate=f"{(i % 10) / 10:.2f}", dst_host_count=str(255 - i % 255),
-    )
-    row.update({k: str(v) for k, v in values.items()})
-    label = label if label is not None else ["normal.", "neptune.", "smurf.", "smurf.", "back."][i % 5]
-    return [row[name] for name in KDD99_FEATURES] + [label]
-
-
-def write_kdd(path: Path, lines: list[list[str] | str], gz: bool | None = None) -> Path:
-    """Write records (field lists, or raw text lines) as a KDD CSV, gzipped when the name ends in .gz."""
-    text = "".join((line if isinstance(line, str) else ",".join(line)) + "\n" for line in lines)
-    gz = path.name.endswith(".gz") if gz is None else gz
-    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
-    return path
-
-
-def train_records(n: int = 200) -> list[list[str]]:
-    return [kdd_fields(i) for i in range(n)]
-
-
-def corrected_records(n: int = 60, start: int = 1000) -> list[list[str]]:
-    return [kdd_fields(i) for i in range(start, start + n)]
-
-
-def make_spec() -> DatasetSpec:
-    files = {role: FileSpec(file=f, sha256=FAKE_SHA, urls=[f"https://example.org/{f}"]) for role, f in (("train", TRAIN_FILE), ("test", TEST_FILE))}
-    return DatasetSpec(format="kdd99", files=files)
-
-
 def run_prepare(raw: Path, out: Path, seed: int = 0, calibration_fraction: float = 0.1, **protocol) -> Path:
     params = PrepareParams(source="kdd", seed=seed, calibration_fraction=calibration_fraction, kdd99=KDD99Protocol(**protocol) if protocol else None)
-    return prepare_kdd99("tiny", params, make_spec(), raw, out)
+    return prepare_table("tiny", params, kdd_spec(), raw, out)
 
 
 @pytest.fixture
@@ -71,13 +38,13 @@ def raw(tmp_path) -> Path:
     """A raw folder with a 200-record 10% file and a 60-record `corrected` file (ids 1000..1059)."""
     folder = tmp_path / "raw"
     folder.mkdir()
-    write_kdd(folder / TRAIN_FILE, train_records())
-    write_kdd(folder / TEST_FILE, corrected_records())
+    write_kdd(folder / KDD_TRAIN_FILE, train_records())
+    write_kdd(folder / KDD_TEST_FILE, corrected_records())
     return folder
 
 
 def features(out: Path, split: str) -> pd.DataFrame:
-    return pq.read_table(out / TABULAR_FILES.get(split, f"{split}.parquet")).to_pandas()
+    return pq.read_table(out / TABLE_FILES.get(split, f"{split}.parquet")).to_pandas()
 
 
 def row_ids(out: Path, split: str) -> np.ndarray:
@@ -165,8 +132,8 @@ def test_all_semicolon_file_and_header_row_and_empty_file(tmp_path):
 
 
 def test_prepare_reports_the_malformed_file(raw, tmp_path):
-    write_kdd(raw / TEST_FILE, [*corrected_records(5), bad_line("short")])
-    with pytest.raises(GadflowError, match=rf"{TEST_FILE}: expected 42 comma-separated fields, line 6 has 41"):
+    write_kdd(raw / KDD_TEST_FILE, [*corrected_records(5), bad_line("short")])
+    with pytest.raises(GadflowError, match=rf"{KDD_TEST_FILE}: expected 42 comma-separated fields, line 6 has 41"):
         run_prepare(raw, tmp_path / "out", test_file="corrected")
     assert not (tmp_path / "out").exists()
 
@@ -246,9 +213,9 @@ def test_transform_errors_name_the_column(change, expected):
     assert "\n" not in str(err.value)
 
 
-# --- prepare_kdd99 -------------------------------------------------------------------------------
+# --- prepare_table (kdd99 as a table) ------------------------------------------------------------
 def test_prepare_writes_the_files_and_feature_count(raw, tmp_path, caplog):
-    caplog.set_level("INFO", logger="tasks.kdd99")
+    caplog.set_level("INFO", logger="tasks.adapters.tabular")
     out = run_prepare(raw, tmp_path / "out")
     schema = json.loads((out / SCHEMA).read_text())
     pre = TabularPreprocessor.load(out / PREPROCESSOR_FILE)
@@ -261,8 +228,8 @@ def test_prepare_writes_the_files_and_feature_count(raw, tmp_path, caplog):
     for split in ("train", "calib"):
         assert list(features(out, split).columns) == pre.feature_names
     assert list(features(out, "test").columns) == [*pre.feature_names, "label", "class"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([*TABULAR_FILES.values(), PREPROCESSOR_FILE, SCHEMA, "val_anomalies.parquet"])
-    assert schema["files"] == {**TABULAR_FILES, "preprocessor": PREPROCESSOR_FILE, "val_anomalies": "val_anomalies.parquet"}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*TABLE_FILES.values(), PREPROCESSOR_FILE, SCHEMA, "val_anomalies.parquet"])
+    assert schema["files"] == {**TABLE_FILES, "preprocessor": PREPROCESSOR_FILE, "val_anomalies": "val_anomalies.parquet"}
     assert schema["format"] == "kdd99" and schema["kind"] == "tabular" and schema["source"] == "kdd"
     assert schema["source_sha256"] == {"train": FAKE_SHA, "test": FAKE_SHA}
     assert schema["protocol"] == {"anomaly_labels": ["normal."], "test_fraction": 0.5, "test_file": "split", "numeric_transform": "log1p",
@@ -273,11 +240,11 @@ def test_prepare_writes_the_files_and_feature_count(raw, tmp_path, caplog):
 
 
 def test_no_nan_in_written_features(raw, tmp_path):
-    write_kdd(raw / TEST_FILE, [*corrected_records(), kdd_fields(2000, service="icmp", duration=10**7)])
+    write_kdd(raw / KDD_TEST_FILE, [*corrected_records(), kdd_fields(2000, service="icmp", duration=10**7)])
     for test_file in ("split", "corrected"):
         out = run_prepare(raw, tmp_path / test_file, test_file=test_file)
         for split in ("train", "calib", "test"):
-            table = pq.read_table(out / TABULAR_FILES[split])
+            table = pq.read_table(out / TABLE_FILES[split])
             frame = table.to_pandas()
             names = TabularPreprocessor.load(out / PREPROCESSOR_FILE).feature_names
             values = frame[names].to_numpy()
@@ -291,7 +258,7 @@ def test_unseen_category_in_test_file(raw, tmp_path):
     records[3] = kdd_fields(1003, service="icmp")
     records[7] = kdd_fields(1007, service="icmp", flag="OTH")
     records[11] = kdd_fields(1011, service="icmp")
-    write_kdd(raw / TEST_FILE, records)
+    write_kdd(raw / KDD_TEST_FILE, records)
     out = run_prepare(raw, tmp_path / "out", test_file="corrected")
     pre = TabularPreprocessor.load(out / PREPROCESSOR_FILE)
     assert "icmp" not in pre.categorical["service"] and "OTH" not in pre.categorical["flag"]
@@ -313,7 +280,7 @@ def test_unseen_category_in_test_file(raw, tmp_path):
 def test_split_sizes_disjointness_and_inliers_only(raw, tmp_path, seed, calibration_fraction, test_fraction):
     out = run_prepare(raw, tmp_path / "out", seed=seed, calibration_fraction=calibration_fraction, test_fraction=test_fraction)
     train, calib, test = (set(row_ids(out, s).tolist()) for s in ("train", "calib", "test"))
-    test_raw = pq.read_table(out / TABULAR_FILES["test_raw"]).to_pandas()
+    test_raw = pq.read_table(out / TABLE_FILES["test_raw"]).to_pandas()
     assert sorted(test) == test_raw["src_bytes"].astype(int).tolist() == sorted(row_ids(out, "test").tolist())
     labels = labels_by_id()
     half = set(labels) - test
@@ -336,7 +303,7 @@ def test_split_seeding(raw, tmp_path):
         out = run_prepare(raw, tmp_path / name, seed=seed)
         ids[name] = {s: row_ids(out, s).tolist() for s in ("train", "calib", "test")}
     assert ids["a"] == ids["b"]
-    assert (tmp_path / "a" / TABULAR_FILES["test"]).read_bytes() == (tmp_path / "b" / TABULAR_FILES["test"]).read_bytes()
+    assert (tmp_path / "a" / TABLE_FILES["test"]).read_bytes() == (tmp_path / "b" / TABLE_FILES["test"]).read_bytes()
     assert ids["a"]["test"] != ids["c"]["test"] and ids["a"]["calib"] != ids["c"]["calib"]
 
 
@@ -344,7 +311,7 @@ def test_test_labels_mark_exactly_the_anomaly_labels(raw, tmp_path):
     anomaly = ["normal.", "back."]
     out = run_prepare(raw, tmp_path / "out", anomaly_labels=anomaly)
     test = features(out, "test")
-    test_raw = pq.read_table(out / TABULAR_FILES["test_raw"]).to_pandas()
+    test_raw = pq.read_table(out / TABLE_FILES["test_raw"]).to_pandas()
     labels = labels_by_id()
     assert test["class"].tolist() == test_raw["label"].tolist() == [labels[i] for i in row_ids(out, "test")]
     assert test["label"].tolist() == test["class"].isin(anomaly).astype(int).tolist()
@@ -355,8 +322,8 @@ def test_test_labels_mark_exactly_the_anomaly_labels(raw, tmp_path):
 
 def test_corrected_uses_the_second_file(raw, tmp_path):
     out = run_prepare(raw, tmp_path / "out", test_file="corrected")
-    test_raw = pq.read_table(out / TABULAR_FILES["test_raw"]).to_pandas()
-    expected = read_kdd99(raw / TEST_FILE)
+    test_raw = pq.read_table(out / TABLE_FILES["test_raw"]).to_pandas()
+    expected = read_kdd99(raw / KDD_TEST_FILE)
     pd.testing.assert_frame_equal(test_raw, expected, check_dtype=False)
     assert row_ids(out, "test").tolist() == list(range(1000, 1060))
     labels = labels_by_id()
@@ -369,7 +336,7 @@ def test_preprocessor_ignores_test_and_calib_rows(raw, tmp_path):
     first = run_prepare(raw, tmp_path / "first")
     changed = set(row_ids(first, "test").tolist()) | set(row_ids(first, "calib").tolist())
     records = [kdd_fields(i, dst_bytes=10**9, duration=4242, service="weird", flag="XX") if i in changed else kdd_fields(i) for i in range(200)]
-    write_kdd(raw / TRAIN_FILE, records)
+    write_kdd(raw / KDD_TRAIN_FILE, records)
     second = run_prepare(raw, tmp_path / "second")
     assert (first / PREPROCESSOR_FILE).read_bytes() == (second / PREPROCESSOR_FILE).read_bytes()
     assert features(first, "train").equals(features(second, "train"))
@@ -384,12 +351,12 @@ def test_shifted_test_set_leaves_the_transform_unchanged(raw, tmp_path):
         base = kdd_fields(i)
         shift = {c: float(base[KDD99_FEATURES.index(c)]) + 500 for c in ("duration", "dst_bytes", "count", "serror_rate")}
         shifted.append(kdd_fields(i, **shift))
-    write_kdd(raw / TEST_FILE, shifted)
+    write_kdd(raw / KDD_TEST_FILE, shifted)
     second = run_prepare(raw, tmp_path / "second", test_file="corrected")
     assert (first / PREPROCESSOR_FILE).read_bytes() == (second / PREPROCESSOR_FILE).read_bytes()
     pre = TabularPreprocessor.load(second / PREPROCESSOR_FILE)
     test = features(second, "test")[pre.feature_names].to_numpy()
-    assert np.array_equal(test, pre.transform(read_kdd99(raw / TEST_FILE)))
+    assert np.array_equal(test, pre.transform(read_kdd99(raw / KDD_TEST_FILE)))
     assert test[:, pre.numeric.index("serror_rate")].min() > 1.0  # beyond the training range: not clipped
 
 
@@ -397,14 +364,14 @@ def test_split_errors(raw, tmp_path):
     every_label = sorted(set(labels_by_id().values()))
     with pytest.raises(GadflowError, match="no inliers"):
         run_prepare(raw, tmp_path / "a", anomaly_labels=every_label)
-    write_kdd(raw / TRAIN_FILE, [kdd_fields(i, label="smurf." if i < 3 else "normal.") for i in range(40)])
+    write_kdd(raw / KDD_TRAIN_FILE, [kdd_fields(i, label="smurf." if i < 3 else "normal.") for i in range(40)])
     with pytest.raises(GadflowError, match="calibration_fraction 0.1 of 3 inlier rows leaves an empty split"):
         run_prepare(raw, tmp_path / "b", test_file="corrected")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 # --- the real mirror files -----------------------------------------------------------------------
-@pytest.mark.skipif(not (MIRROR / TRAIN_FILE).is_file(), reason=f"KDD Cup 99 mirror not found at {MIRROR}")
+@pytest.mark.skipif(not (MIRROR / KDD_TRAIN_FILE).is_file(), reason=f"KDD Cup 99 mirror not found at {MIRROR}")
 def test_real_kdd99_paper_protocol(tmp_path):
     start = time.perf_counter()
     out = run_prepare(MIRROR, tmp_path / "out")
@@ -417,7 +384,7 @@ def test_real_kdd99_paper_protocol(tmp_path):
     assert counts["train"] + counts["calib"] == n - counts["test"] - half_normal
     assert counts["calib"] == round(0.1 * (counts["train"] + counts["calib"]))
     assert abs(counts["test_anomalous"] - n_normal / 2) < 1000  # binomial sd ~ 156
-    source = read_kdd99(MIRROR / TRAIN_FILE)
+    source = read_kdd99(MIRROR / KDD_TRAIN_FILE)
     attacks = source[source["label"] != "normal."]
     pre = TabularPreprocessor.load(out / PREPROCESSOR_FILE)
     for col in KDD99_CATEGORICAL:
@@ -438,6 +405,4 @@ def test_validation_anomalies_are_train_half_anomaly_rows_never_test_rows(raw, t
     assert val_ids and all(labels[i] == "normal." for i in val_ids)  # `normal.` is the anomaly class of the protocol
     assert not val_ids & set(row_ids(out, "test").tolist())
     assert not val_ids & set(row_ids(out, "train").tolist()) and not val_ids & set(row_ids(out, "calib").tolist())
-    from tasks.prepare import load_prepared
-
     assert load_prepared(out).val_anomalies.shape == (len(val_ids), schema["shape"][0])

@@ -1,4 +1,4 @@
-"""The latent-search engine against its oracle (tests/latent_search_reference.py), and its guarantees."""
+"""The latent-search engine against its oracle (models/latent_search_reference.py), and its guarantees."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.dcgan import DCGANShape, Discriminator, Generator
+from models.dcgan_nets import DCGANShape, Discriminator, Generator
 from models.errors import GadflowError
-from models.latent_detectors import ADGANDetector, AnoGANDetector, LatentSearchDetectorConfig, mse_loss
+from models.inputs import InputSpec
+from models.latent_gans import ADGANConfig, ADGANDetector, AnoGANConfig, AnoGANDetector, mse_loss
 from models.latent_search import LatentSearch, LatentSearchConfig, initial_latents, sample_keys
-
-from .latent_search_reference import reference_search
+from models.latent_search_reference import reference_search
+from models.settings import SettingsError
+from tests.helpers.detectors import merged
 
 SHAPE = DCGANShape(channels=2, size=8, latent_dim=4, base_channels=4)
 
@@ -111,7 +113,7 @@ def test_chunk_size_follows_memory_budget_and_caps(generator):
 
     small, medium = pairs(memory_budget_mb=0.5, lr_theta=0.0), pairs(memory_budget_mb=2, lr_theta=0.0)
     assert 1 <= small < medium < 768  # memory-bound
-    no_cap = dict(max_pairs_per_chunk=10**9, max_pairs_per_chunk_theta=10**9)
+    no_cap = dict(max_pairs_per_chunk=10_000_000, max_pairs_per_chunk_theta=10_000_000)  # the largest caps a config allows
     assert pairs(memory_budget_mb=2, lr_theta=1e-3, **no_cap) < pairs(memory_budget_mb=2, lr_theta=0.0, **no_cap)  # θ copies cost memory
     assert pairs(memory_budget_mb=10_000, lr_theta=0.0, max_pairs_per_chunk=100) == 100
     assert pairs(memory_budget_mb=10_000, lr_theta=1e-3, max_pairs_per_chunk_theta=7) == 7
@@ -127,15 +129,18 @@ def squares(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def small_config(**overrides) -> LatentSearchDetectorConfig:
-    base = dict(channels=1, size=8, latent_dim=4, base_channels=8, epochs=30, batch_size=32, lr_g=2e-3, lr_d=2e-3,
-                n_seeds=2, steps=10, lr_z=0.1, lr_theta=0.0, memory_budget_mb=4, device="cpu")
-    return LatentSearchDetectorConfig(**{**base, **overrides})
+SMALL = {"device": "cpu", "network": {"latent_dim": 4, "base_channels": 8}, "training": {"epochs": 30, "batch_size": 32, "lr_g": 2e-3, "lr_d": 2e-3},
+         "search": {"n_seeds": 2, "steps": 10, "lr_z": 0.1, "lr_theta": 0.0, "memory_budget_mb": 4}}
+SQUARES = InputSpec("image", (1, 8, 8))
+
+
+def small_config(changes: dict | None = None, config_cls=ADGANConfig):
+    return config_cls.from_dict(merged(SMALL, changes or {}))
 
 
 @pytest.fixture(scope="module")
 def adgan() -> ADGANDetector:
-    detector = ADGANDetector(small_config())
+    detector = ADGANDetector(small_config(), SQUARES)
     detector.fit(squares(128), progress=False)
     return detector
 
@@ -150,21 +155,23 @@ def test_scores_are_deterministic_and_independent_of_chunking(adgan):
     images = squares(24, seed=7)
     first = adgan.score(images)
     assert np.array_equal(first, adgan.score(images))
-    tiny_chunks = ADGANDetector(small_config(memory_budget_mb=0.01))
+    tiny_chunks = ADGANDetector(small_config({"search": {"memory_budget_mb": 0.01}}), SQUARES)
     tiny_chunks.generator.load_state_dict(adgan.generator.state_dict())
     tiny_chunks.discriminator.load_state_dict(adgan.discriminator.state_dict())
-    assert tiny_chunks.engine().samples_per_chunk(torch.device("cpu")) < len(images)
+    assert tiny_chunks.scorer().engine().samples_per_chunk(torch.device("cpu")) < len(images)
     np.testing.assert_allclose(tiny_chunks.score(images), first, rtol=1e-5)
     np.testing.assert_allclose(adgan.score(images[::-1])[::-1], first, rtol=1e-5)  # order does not matter
 
 
 def test_anogan_refuses_theta_updates():
-    with pytest.raises(GadflowError, match="lr_theta must be 0"):
-        AnoGANDetector(small_config(lr_theta=1e-3))
+    with pytest.raises(SettingsError, match=r"search: anogan keeps the generator frozen, so lr_theta must be 0 \(got 0.001\)"):
+        small_config({"search": {"lr_theta": 1e-3}}, AnoGANConfig)
+    assert issubclass(SettingsError, GadflowError)
+    assert small_config({"search": {"lr_theta": 1e-3}}).search.lr_theta == 1e-3  # ADGAN tunes θ
 
 
 def test_anogan_scores_off_manifold_input_higher(adgan):
-    anogan = AnoGANDetector(small_config())
+    anogan = AnoGANDetector(small_config(config_cls=AnoGANConfig), SQUARES)
     anogan.generator.load_state_dict(adgan.generator.state_dict())
     anogan.discriminator.load_state_dict(adgan.discriminator.state_dict())
     normal = anogan.score(squares(16, seed=5))
@@ -173,12 +180,12 @@ def test_anogan_scores_off_manifold_input_higher(adgan):
 
 
 def test_search_trajectory_frames_and_figure(adgan, tmp_path):
-    from tasks.plots import search_trajectory
+    from tasks.reports.plots import search_trajectory
 
     image = np.random.default_rng(3).integers(0, 255, (1, 1, 8, 8), dtype=np.uint8)
     low = adgan.search_trajectory(image, lr_theta=0.0)
     high = adgan.search_trajectory(image, lr_theta=5e-2)
-    assert low.shape == high.shape == (adgan.config.steps + 1, 1, 8, 8) and low.dtype == np.uint8
+    assert low.shape == high.shape == (adgan.config.search.steps + 1, 1, 8, 8) and low.dtype == np.uint8
     assert np.array_equal(low[0], high[0])  # same start z0, same θ before the first update
     assert not np.array_equal(low[-1], high[-1])  # θ updates change what the search produces
     path = search_trajectory(image, {"low": low, "high": high}, tmp_path / "trajectory.png", "test")
@@ -188,9 +195,11 @@ def test_search_trajectory_frames_and_figure(adgan, tmp_path):
 # --- encoder warm start ----------------------------------------------------------------------------------
 def warm_detector(warm: bool, kind=ADGANDetector) -> ADGANDetector:
     """A GAN trained long enough that its samples vary with z (bright squares at varying places)."""
-    cfg = LatentSearchDetectorConfig(channels=1, size=16, latent_dim=4, base_channels=8, epochs=8, batch_size=16, device="cpu",
-                                     n_fixed_samples=4, n_seeds=2, steps=4, lr_z=0.05, lr_theta=0.0, encoder_warm_start=warm, encoder_steps=300)
-    det = kind(cfg)
+    cfg = kind.config_cls.from_dict({"device": "cpu", "network": {"latent_dim": 4, "base_channels": 8},
+                                     "training": {"epochs": 8, "batch_size": 16, "n_fixed_samples": 4},
+                                     "search": {"n_seeds": 2, "steps": 4, "lr_z": 0.05, "lr_theta": 0.0},
+                                     "warm_start": {"steps": 300} if warm else None})
+    det = kind(cfg, InputSpec("image", (1, 16, 16)))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 40, size=(128, 1, 16, 16)).astype(np.uint8)
     for img, (r, c) in zip(images, rng.integers(2, 11, size=(128, 2))):
@@ -204,8 +213,8 @@ def test_warm_start_puts_restart_zero_at_the_encoding_and_leaves_the_others(kind
     cold, warm = warm_detector(False, kind), warm_detector(True, kind)
     assert "encoder" in warm.networks() and "encoder" not in cold.networks()
     images = warm.sample(6, seed=3)
-    _, z0_warm = warm._search_inputs(images, n_seeds=2)
-    _, z0_cold = cold._search_inputs(images, n_seeds=2)
+    _, z0_warm = warm.scorer().search_inputs(images, n_seeds=2)
+    _, z0_cold = cold.scorer().search_inputs(images, n_seeds=2)
     with torch.no_grad():
         encoded = warm.encoder(warm.to_model_space(images))
     torch.testing.assert_close(z0_warm[:, 0], encoded)
@@ -224,7 +233,7 @@ def test_warm_start_inverts_the_generator_better_than_a_random_start():
 
 
 def test_warm_start_model_round_trip(tmp_path):
-    from models import load_detector
+    from models.registry import load_detector
 
     det = warm_detector(True)
     det.save(tmp_path)

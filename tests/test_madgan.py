@@ -9,25 +9,37 @@ import torch
 
 import models.latent_search as latent_search
 from models.errors import GadflowError
+from models.inputs import InputSpec
 from models.madgan import MADGANConfig, MADGANDetector
+from models.settings import SettingsError
+from tests.helpers.data import sine_windows
+from tests.helpers.detectors import merged
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 SEQ_LEN, CHANNELS = 10, 4
-TINY = dict(input_shape=(SEQ_LEN, CHANNELS), latent_dim=3, hidden_dim=16, epochs=3, batch_size=32, device="cpu",
-            n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3, n_seeds=2, steps=20, lr_z=0.1, normaliser_windows=64)
+INPUTS = InputSpec("window", (SEQ_LEN, CHANNELS))
+TINY = {"device": "cpu", "network": {"latent_dim": 3, "hidden_dim": 16},
+        "training": {"epochs": 3, "batch_size": 32, "n_fixed_samples": 4, "lr_g": 1e-3, "lr_d": 1e-3},
+        "search": {"n_seeds": 2, "steps": 20, "lr_z": 0.1, "lr_theta": 0.0}, "normaliser_windows": 64}
+
+
+def config(changes: dict | None = None) -> MADGANConfig:
+    return MADGANConfig.from_dict(merged(TINY, changes or {}))
+
+
+def madgan(changes: dict | None = None) -> MADGANDetector:
+    return MADGANDetector(config(changes), INPUTS)
 
 
 def windows(n: int, seed: int) -> np.ndarray:
     """Four phase-shifted sines with a random phase per window: float32 (n, 10, 4) in [0.1, 0.9]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(SEQ_LEN)[None, :, None] * 0.6 + rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
-    return (0.5 + 0.4 * np.sin(t + np.arange(CHANNELS)[None, None, :]) + rng.normal(0, 0.01, size=(n, SEQ_LEN, CHANNELS))).astype(np.float32)
+    return sine_windows(n, seed, SEQ_LEN, CHANNELS)
 
 
 @pytest.fixture(scope="module")
 def trained() -> MADGANDetector:
-    detector = MADGANDetector(MADGANConfig(**{**TINY, "epochs": 40, "hidden_dim": 32}))  # ~13 s on one thread
+    detector = madgan({"training": {"epochs": 40}, "network": {"hidden_dim": 32}})  # ~13 s on one thread
     detector.fit(windows(512, seed=0), progress=False)
     return detector
 
@@ -44,13 +56,13 @@ def test_dr_score_is_lambda_weighted_standardised_terms(trained):
 
 def test_normaliser_is_measured_on_training_windows_after_fit():
     with pytest.raises(GadflowError, match="scored before fit"):
-        MADGANDetector(MADGANConfig(**TINY)).score(windows(4, seed=1))
-    detector = MADGANDetector(MADGANConfig(**{**TINY, "epochs": 1}))
+        madgan().score(windows(4, seed=1))
+    detector = madgan({"training": {"epochs": 1}})
     train = windows(128, seed=0)
     detector.fit(train, progress=False)
     # It equals the terms' statistics on the seeded training subset (here: all 64 of the first 128 chosen windows).
     assert bool(detector.normaliser.fitted) and detector.normaliser.std.min() > 0
-    again = MADGANDetector(MADGANConfig(**{**TINY, "epochs": 1}))
+    again = madgan({"training": {"epochs": 1}})
     again.fit(train, progress=False)
     torch.testing.assert_close(again.normaliser.mean, detector.normaliser.mean, rtol=0, atol=0)
 
@@ -81,9 +93,9 @@ def test_channel_residuals_point_at_the_disturbed_sensor(trained):
 
 def test_a_scoring_setting_alone_does_not_retrain(tmp_path):
     data = windows(128, seed=0)
-    MADGANDetector(MADGANConfig(**TINY)).fit(data, checkpoint_dir=tmp_path, progress=False)
+    madgan().fit(data, checkpoint_dir=tmp_path, progress=False)
     ran = []
-    MADGANDetector(MADGANConfig(**{**TINY, "dr_lambda": 0.1, "steps": 5})).fit(data, checkpoint_dir=tmp_path, on_epoch_end=lambda r, s: ran.append(r.epoch), progress=False)
+    madgan({"dr_lambda": 0.1, "search": {"steps": 5}}).fit(data, checkpoint_dir=tmp_path, on_epoch_end=lambda r, s: ran.append(r.epoch), progress=False)
     assert ran == []
 
 
@@ -104,7 +116,9 @@ def test_bad_windows_are_clear_errors(trained, bad, message):
 
 
 def test_config_checks():
-    with pytest.raises(GadflowError, match="takes windows"):
-        MADGANConfig(**{**TINY, "input_shape": (1, 8, 8)})
-    with pytest.raises(GadflowError, match="dr_lambda"):
-        MADGANConfig(**{**TINY, "dr_lambda": 1.5})
+    with pytest.raises(GadflowError, match=r"model 'madgan' takes window inputs; this data gives image samples \(1, 8, 8\)"):
+        MADGANDetector(config(), InputSpec("image", (1, 8, 8)))
+    with pytest.raises(SettingsError, match=r"dr_lambda: must be ≤ 1 \(got 1.5\)"):
+        config({"dr_lambda": 1.5})
+    with pytest.raises(SettingsError, match="madgan keeps the generator frozen, so lr_theta must be 0"):
+        config({"search": {"lr_theta": 1e-3}})

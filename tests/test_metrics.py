@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from tasks.metrics import ranking_metrics, threshold_metrics
+from tasks.reports.metrics import ranking_metrics, threshold_metrics
 
 
 def test_threshold_metrics_by_hand():
@@ -76,9 +76,9 @@ class ListHandler(logging.Handler):
 
 
 def test_search_convergence_flags_a_search_that_leaves_its_own_samples_unreconstructed():
-    from tasks.evaluate import search_convergence
+    from tasks.reports.evaluation import search_convergence
 
-    logger, handler = logging.getLogger("tasks.evaluate"), ListHandler()  # prefect's logging config bypasses caplog
+    logger, handler = logging.getLogger("tasks.reports.evaluation"), ListHandler()  # prefect's logging config bypasses caplog
     logger.addHandler(handler)
     try:
         normal = np.full(50, 0.04)

@@ -9,22 +9,19 @@ import os
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from flows.local_server import free_loopback_port, wait_until_healthy
 from models.errors import GadflowError
-from tasks.config import RegisterParams
-from tasks.prepare import load_prepared
-from tasks.register import register_model
-
-from .mlflow_server import free_port, running_mlflow_server, stop_mlflow_server
-from .postgres_server import postgres_bin, running_postgres
-from .project_copy import BIN
-from .test_promotion import run_gate_scenario
-from .test_tasks_chain import chain, monkeypatch_module, params, png_archive  # noqa: F401  (module fixtures: one tiny trained model)
+from tasks.adapters import load_prepared
+from tasks.layout import prepared_dir
+from tasks.tracking.register import RegisterParams, register
+from tests.helpers.project import BIN
+from tests.helpers.registry import candidate_layout, run_gate_scenario
+from tests.helpers.servers import postgres_bin, running_mlflow_server, running_postgres, stop_mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 MODEL = "parts-dcgan"
@@ -38,7 +35,7 @@ def _needs_postgres() -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_register_and_gate_through_a_tracking_server(backend, chain, tmp_path, monkeypatch):  # noqa: F811
+def test_register_and_gate_through_a_tracking_server(backend, chain, tmp_path, monkeypatch):
     if backend == "postgresql":
         _needs_postgres()
         with running_postgres() as db, running_mlflow_server(tmp_path / "mlflow", backend_uri=db) as url:
@@ -70,11 +67,11 @@ def _post(url: str, body: dict, timeout: float = 60) -> dict:
         return json.loads(response.read())
 
 
-def test_mlflow_models_serve_answers_invocations(chain, tmp_path, monkeypatch):  # noqa: F811
+def test_mlflow_models_serve_answers_invocations(chain, tmp_path, monkeypatch):
     with running_mlflow_server(tmp_path / "mlflow") as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        register_model.fn(chain["exp"], RegisterParams(), chain["model_dir"], chain["report"], chain["out"])
-        port = free_port()
+        register(chain["exp"], RegisterParams(), chain["layout"])
+        port = free_loopback_port()
         env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # the scoring server runs the venv's uvicorn
         log = (tmp_path / "serve.log").open("wb")
@@ -82,34 +79,23 @@ def test_mlflow_models_serve_answers_invocations(chain, tmp_path, monkeypatch): 
                                    "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
-            _wait_for(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
-            test = np.asarray(load_prepared(chain["data_dir"]).test[:6]).reshape(6, -1).astype(float)
+            wait_until_healthy(f"http://127.0.0.1:{port}/ping", 120, server, tmp_path / "serve.log", name="mlflow models serve")
+            test = np.asarray(load_prepared(chain["work"] / prepared_dir(chain["exp"].data)).test[:6]).reshape(6, -1).astype(float)
             body = {"dataframe_split": {"columns": [f"p{i}" for i in range(test.shape[1])], "data": test.tolist()}}
             answer = pd.DataFrame(_post(f"http://127.0.0.1:{port}/invocations", body)["predictions"])
         finally:
             os.killpg(server.pid, 15)
             server.wait(timeout=30)
     assert list(answer.columns) == ["score", "p_value", "is_anomaly"] and len(answer) == 6
-    expected = pd.read_parquet(chain["scores"])
+    expected = pd.read_parquet(chain["layout"].score_tables["scores"])
     np.testing.assert_allclose(answer["score"].to_numpy(), expected["score"].to_numpy()[:6], rtol=1e-6)
     assert answer["is_anomaly"].tolist() == expected["is_anomaly"].tolist()[:6]
 
 
-def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def test_server_stopped_during_logging_leaves_no_half_registered_version(chain, tmp_path, monkeypatch):  # noqa: F811
+def test_server_stopped_during_logging_leaves_no_half_registered_version(chain, tmp_path, monkeypatch):
     """The server dies after the run is created and before the model is logged: the step retries (MLflow's HTTP
-    retries with backoff), then fails with one clear error; restarted, the registry holds version 1 only, complete."""
+    retries with backoff), then fails with one clear error; restarted, the registry holds version 1 only, complete.
+    (The second model has another threshold: the same model and threshold again would be version 1, logging nothing.)"""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -118,7 +104,8 @@ def test_server_stopped_during_logging_leaves_no_half_registered_version(chain, 
     store = tmp_path / "mlflow"
     with running_mlflow_server(store) as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        register_model.fn(chain["exp"], RegisterParams(), chain["model_dir"], chain["report"], chain["out"])
+        register(chain["exp"], RegisterParams(), chain["layout"])
+        second = candidate_layout(chain, tmp_path / "second", 1, None)
         real_log_model = mlflow.pyfunc.log_model
         stopped_at = []
 
@@ -129,7 +116,7 @@ def test_server_stopped_during_logging_leaves_no_half_registered_version(chain, 
 
         monkeypatch.setattr(mlflow.pyfunc, "log_model", stop_server_then_log)
         with pytest.raises(GadflowError, match=rf"MLflow at {url} failed while registering {MODEL}"):
-            register_model.fn(chain["exp"], RegisterParams(), chain["model_dir"], chain["report"], chain["out"])
+            register(chain["exp"], RegisterParams(), second)
         assert time.monotonic() - stopped_at[0] >= 2.5  # two retries with backoff (1 s, then 2 s) before giving up
     monkeypatch.setattr(mlflow.pyfunc, "log_model", real_log_model)
     with running_mlflow_server(store) as url:  # the same store, restarted

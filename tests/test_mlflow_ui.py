@@ -14,11 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import RegisterParams
-from tasks.register import REGISTERED_FILE, register_model
-
-from .mlflow_server import running_mlflow_server
-from .test_tasks_chain import chain, monkeypatch_module, params, png_archive  # noqa: F401  (module fixtures)
+from tasks.tracking.register import RegisterParams, register
+from tests.helpers.servers import running_mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -118,14 +115,14 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def served_model(chromium, chain, tmp_path_factory, monkeypatch_module):  # noqa: F811
+def served_model(chromium, chain, tmp_path_factory, monkeypatch_module):
     """The chain's tiny model registered over HTTP on a running `mlflow server`: URL, name, version, run and experiment ids."""
     from mlflow.tracking import MlflowClient
 
     with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
         monkeypatch_module.setenv("MLFLOW_TRACKING_URI", url)
-        register_model.fn(chain["exp"], RegisterParams(), chain["model_dir"], chain["report"], chain["out"])
-        registered = json.loads((chain["out"] / REGISTERED_FILE).read_text())
+        register(chain["exp"], RegisterParams(), chain["layout"])
+        registered = json.loads(chain["layout"].registered.read_text())
         client = MlflowClient(url)
         version = client.get_model_version(registered["name"], registered["version"])
         yield {**registered, "url": url, "experiment_id": client.get_run(registered["run_id"]).info.experiment_id,
@@ -155,6 +152,6 @@ def test_run_page_shows_report_artifacts(served_model, chain, tmp_path):
     assert "Artifacts" in texts and "report" in texts, texts[:80]
     assert "metrics.json" in texts, f"report/metrics.json not listed: {texts}"
     assert "plots" in texts, f"report/plots not listed: {texts}"
-    for plot in sorted(p.name for p in (chain["report"] / "plots").glob("*.png")):
+    for plot in sorted(p.name for p in chain["layout"].plots.glob("*.png")):
         assert plot in texts, f"report/plots/{plot} not listed: {texts}"
     assert_screenshot(shot)

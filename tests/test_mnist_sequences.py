@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,14 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.errors import GadflowError
-from models.frame_nets import FrameLSTMDiscriminator, FrameLSTMGenerator
-from models.madgan import MADGANConfig, MADGANDetector
-from tasks.config import PrepareParams, load_params
-from tasks.mnist_sequences import anomaly_runs
-from tasks.series_metrics import anomaly_segments
-from tasks.prepare import load_prepared, prepare_dataset
-from tasks.series_store import read_split
-from tests.test_prepare import idx_spec, tiny_idx  # noqa: F401  (fixture)
+from models.frame_nets import FrameLSTMDiscriminator, FrameLSTMGenerator, check_frame_shape
+from models.inputs import InputSpec
+from models.madgan import MADGANDetector
+from tasks.adapters import load_prepared
+from tasks.adapters.series_store import read_split
+from tasks.params import load_params, merged_params
+from tasks.reports.series_metrics import anomaly_segments
+from tasks.sources.mnist_sequences import anomaly_runs
+from tasks.steps.prepare import PrepareParams, prepare_dataset
+from tests.helpers.data import idx_spec
+from tests.helpers.detectors import build
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -39,12 +45,12 @@ def sequence_params(**overrides) -> PrepareParams:
     return PrepareParams(**{**base, **overrides})
 
 
-def test_prepare_builds_frame_sequences_with_known_anomalies(tmp_path, tiny_idx):  # noqa: F811
+def test_prepare_builds_frame_sequences_with_known_anomalies(tmp_path, tiny_idx):
     raw, data = tiny_idx
-    out = prepare_dataset.fn("tinyseq", sequence_params(), idx_spec(), raw, tmp_path / "out")
+    out = prepare_dataset("tinyseq", sequence_params(), idx_spec(), raw, tmp_path / "out")
     prepared = load_prepared(out)
     assert prepared.kind == "series" and prepared.schema["frame_shape"] == [1, 8, 8]
-    assert prepared.input_shape == (3, 64)
+    assert prepared.input_spec.shape == (3, 64) and prepared.input_spec.frame_shape == (1, 8, 8)
     frames = {tuple(np.rint(img.reshape(-1)).astype(int)): int(c) for img, c in zip(data["test_images"], data["test_labels"])}
     inserted = json.loads((out / "inserted_digits.json").read_text())
     n_normal_test = int((data["test_labels"] == 0).sum())
@@ -62,15 +68,15 @@ def test_prepare_builds_frame_sequences_with_known_anomalies(tmp_path, tiny_idx)
     assert not any(s.labels.any() for s in train.values())
 
 
-def test_prepare_is_seeded(tmp_path, tiny_idx):  # noqa: F811
+def test_prepare_is_seeded(tmp_path, tiny_idx):
     raw, _ = tiny_idx
-    a = read_split(prepare_dataset.fn("s", sequence_params(), idx_spec(), raw, tmp_path / "a") / "test.arrow")
-    b = read_split(prepare_dataset.fn("s", sequence_params(), idx_spec(), raw, tmp_path / "b") / "test.arrow")
+    a = read_split(prepare_dataset("s", sequence_params(), idx_spec(), raw, tmp_path / "a") / "test.arrow")
+    b = read_split(prepare_dataset("s", sequence_params(), idx_spec(), raw, tmp_path / "b") / "test.arrow")
     assert list(a) == list(b) and all(np.array_equal(a[k].values, b[k].values) for k in a)
 
 
 def test_params_refuse_rescaled_pixels_and_sequences_without_series(tmp_path):
-    params = load_params("params.yaml").model_dump(by_alias=True)
+    params = merged_params(REPO / "params.yaml")
     params["prepare"]["mnistseq-x"] = {"source": "mnist", "series": {"seq_len": 10, "stride": 5}}  # scaling defaults to minmax
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -84,14 +90,20 @@ def test_params_refuse_rescaled_pixels_and_sequences_without_series(tmp_path):
         PrepareParams(source="mnist", series={"scaling": "none"}, sequences={"anomaly_rate": 0.5})  # at most 0.3
 
 
-def frame_config(**overrides) -> MADGANConfig:
-    base = dict(input_shape=(4, 64), frame_shape=(1, 8, 8), latent_dim=3, hidden_dim=16, base_channels=4, epochs=2, batch_size=16,
-                device="cpu", n_fixed_samples=4, n_seeds=2, steps=5, lr_z=0.1, normaliser_windows=16)
-    return MADGANConfig(**{**base, **overrides})
+# the old flat config (latent_dim=3, hidden_dim=16, base_channels=4, epochs=2, batch_size=16, n_fixed_samples=4, n_seeds=2,
+# steps=5, lr_z=0.1, normaliser_windows=16, device cpu), nested as params.yaml's `model`
+FRAME_MADGAN = {"network": {"latent_dim": 3, "hidden_dim": 16, "base_channels": 4},
+                "training": {"epochs": 2, "batch_size": 16, "n_fixed_samples": 4},
+                "search": {"n_seeds": 2, "steps": 5, "lr_z": 0.1, "lr_theta": 0.0}, "normaliser_windows": 16}
+
+
+def frame_detector(input_shape=(4, 64), frame_shape=(1, 8, 8)) -> MADGANDetector:
+    return build("madgan", InputSpec("window", input_shape, frame_shape), base=FRAME_MADGAN)
 
 
 def test_frame_variant_uses_cnn_networks_and_scores_windows():
-    detector = MADGANDetector(frame_config())
+    detector = frame_detector()
+    assert isinstance(detector, MADGANDetector) and detector.inputs.frame_shape == (1, 8, 8)
     assert isinstance(detector.generator, FrameLSTMGenerator) and isinstance(detector.discriminator, FrameLSTMDiscriminator)
     rng = np.random.default_rng(0)
     blobs = np.zeros((64, 4, 8, 8), dtype=np.float32)
@@ -105,7 +117,15 @@ def test_frame_variant_uses_cnn_networks_and_scores_windows():
     np.testing.assert_array_equal(scores, detector.score(train[:5]))  # seeded search: the same scores again
 
 
-@pytest.mark.parametrize("input_shape, frame_shape, message", [((4, 64), (1, 8, 4), "does not flatten"), ((4, 36), (1, 6, 6), "multiples of 4")])
-def test_bad_frame_shapes_are_refused(input_shape, frame_shape, message):
+# A frame that does not flatten to a time step's values is refused by the input spec itself (models.inputs.InputSpec);
+# one that flattens but whose sides are not multiples of 4 by the frame networks (models.frame_nets.check_frame_shape),
+# which refuses both.
+@pytest.mark.parametrize("input_shape, frame_shape, message, frame_nets_message", [
+    ((4, 64), (1, 8, 4), r"frame_shape: \(1, 8, 4\) is not a \(C, H, W\) frame of the 64 values of a time step", "does not flatten"),
+    ((4, 36), (1, 6, 6), "multiples of 4", "multiples of 4"),
+])
+def test_bad_frame_shapes_are_refused(input_shape, frame_shape, message, frame_nets_message):
     with pytest.raises(GadflowError, match=message):
-        frame_config(input_shape=input_shape, frame_shape=frame_shape)
+        frame_detector(input_shape=input_shape, frame_shape=frame_shape)
+    with pytest.raises(GadflowError, match=frame_nets_message):
+        check_frame_shape(frame_shape, input_shape[1])

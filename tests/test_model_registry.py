@@ -1,47 +1,47 @@
 """Every registered model, on every input kind it takes: fit on a tiny set, score shape, a higher score for
 obviously anomalous inputs, save/load round trip, determinism, and no test-set statistics in the scores.
 
-The cases come from ``models.DETECTORS``, so a new model is covered as soon as it is registered (and
-fails here until it has an entry in ``TINY``).
+The cases come from ``models.registry``, so a new model is covered as soon as it is registered (and
+fails here until it has an entry in ``tests.helpers.detectors.TINY``).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import typing
 
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models import DETECTORS, get_detector, load_detector
+from models.base import Detector
+from models.errors import GadflowError
+from models.inputs import INPUT_RANK, InputKind, InputSpec
+from models.registry import capabilities, get_detector, load_detector, model_names
+from tests.helpers.detectors import TINY, config
 
 IMAGE_SHAPE = (1, 16, 16)
 N_FEATURES = 6
 WINDOW_SHAPE = (12, 3)  # seq_len, channels
+SHAPES = {"image": IMAGE_SHAPE, "tabular": (N_FEATURES,), "window": WINDOW_SHAPE}
 
-# Tiny, CPU-only settings per model (fields of each model's config, besides the input geometry).
-TINY: dict[str, dict] = {
-    "dcgan": dict(latent_dim=8, base_channels=4, epochs=3, batch_size=16, device="cpu", n_fixed_samples=4),
-    "adgan": dict(latent_dim=8, base_channels=4, epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, n_seeds=2, steps=10, lr_z=0.1, lr_theta=1e-4),
-    "anogan": dict(latent_dim=8, base_channels=4, epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, n_seeds=2, steps=10, lr_z=0.1, lr_theta=0.0),
-    "egbad": dict(latent_dim=8, base_channels=4, hidden_dims=(32, 16), epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3),
-    "ganomaly": dict(latent_dim=8, base_channels=4, hidden_dims=(32, 16), epochs=20, batch_size=16, device="cpu", n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3),
-    "madgan": dict(latent_dim=4, hidden_dim=16, epochs=6, batch_size=16, device="cpu", n_fixed_samples=4, lr_g=1e-3, lr_d=1e-3,
-                   n_seeds=2, steps=15, lr_z=0.1, normaliser_windows=64),
-}
-CASES = [(kind, input_kind) for kind, cls in DETECTORS.items() for input_kind in cls.input_kinds]
+# Tiny, CPU-only settings per model: tests.helpers.detectors.TINY (nested like params.yaml's model section).
+DETECTORS = {kind: get_detector(kind) for kind in model_names()}
+CASES = [(kind, input_kind) for kind, cls in DETECTORS.items() for input_kind in cls.capabilities.input_kinds]
 
 
 def normal_inputs(input_kind: str, n: int, seed: int) -> np.ndarray:
     """Images: a bright 4×4 blob at a random place on a dark, noisy ground, uint8 (n, 1, 16, 16).
     Tabular: points near a 2-D plane in 6-D feature space, float32 (n, 6), inside [0, 1] like scaled features.
-    Sequence: windows of three phase-locked sines with a random phase, float32 (n, 12, 3), inside [0, 1]."""
+    Window: windows of three phase-locked sines with a random phase, float32 (n, 12, 3), inside [0, 1]."""
     rng = np.random.default_rng(seed)
     if input_kind == "image":
         out = rng.integers(0, 40, size=(n, *IMAGE_SHAPE)).astype(np.uint8)
         for img, (r, c) in zip(out, rng.integers(2, 11, size=(n, 2))):
             img[0, r : r + 4, c : c + 4] = 230
         return out
-    if input_kind == "sequence":
+    if input_kind == "window":
         t = np.arange(WINDOW_SHAPE[0])[None, :, None] * 0.5 + rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
         shifts = np.array([0.0, 1.0, 2.0])[None, None, :]
         return (0.5 + 0.4 * np.sin(t + shifts) + rng.normal(0, 0.01, size=(n, *WINDOW_SHAPE))).astype(np.float32)
@@ -55,20 +55,18 @@ def anomalous_inputs(input_kind: str, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if input_kind == "image":
         return 255 - normal_inputs(input_kind, n, seed)
-    if input_kind == "sequence":  # each channel's sine pushed up or down by 0.6, out of the normal range
+    if input_kind == "window":  # each channel's sine pushed up or down by 0.6, out of the normal range
         return (normal_inputs(input_kind, n, seed) + rng.choice([-1.0, 1.0], size=(n, 1, WINDOW_SHAPE[1])) * 0.6).astype(np.float32)
     return (normal_inputs(input_kind, n, seed) + rng.choice([-1.0, 1.0], size=(n, N_FEATURES)) * 0.6).astype(np.float32)
 
 
-def build(kind: str, input_kind: str, **overrides):
-    cls = get_detector(kind)
-    shape = {"image": IMAGE_SHAPE, "tabular": (N_FEATURES,), "sequence": WINDOW_SHAPE}[input_kind]
-    return cls(cls.config_for(shape, **{**TINY[kind], **overrides}))
+def build(kind: str, input_kind: str, changes: dict | None = None):
+    return get_detector(kind)(config(kind, changes), InputSpec(input_kind, SHAPES[input_kind]))
 
 
-def fitted(kind: str, input_kind: str, **overrides):
-    detector = build(kind, input_kind, **overrides)
-    n_train = 512 if input_kind == "sequence" else 96  # an LSTM GAN needs more (cheap) windows than a tiny conv GAN needs images
+def fitted(kind: str, input_kind: str, changes: dict | None = None):
+    detector = build(kind, input_kind, changes)
+    n_train = 512 if input_kind == "window" else 96  # an LSTM GAN needs more (cheap) windows than a tiny conv GAN needs images
     detector.fit(normal_inputs(input_kind, n_train, seed=0), progress=False)
     return detector
 
@@ -91,7 +89,23 @@ def trained():
 def test_every_registered_model_has_tiny_settings():
     assert set(TINY) == set(DETECTORS)
     assert {"dcgan", "adgan", "anogan", "egbad", "ganomaly"} <= set(DETECTORS)
-    assert ("egbad", "tabular") in CASES and ("ganomaly", "tabular") in CASES and ("madgan", "sequence") in CASES
+    assert ("egbad", "tabular") in CASES and ("ganomaly", "tabular") in CASES and ("madgan", "window") in CASES
+
+
+@pytest.mark.parametrize("kind", model_names())
+def test_every_registered_model_is_named_by_its_config_and_takes_valid_input_kinds(kind):
+    cls = get_detector(kind)
+    assert issubclass(cls, Detector)
+    kind_field = next(f for f in dataclasses.fields(cls.config_cls) if f.name == "kind")
+    assert kind_field.default == kind  # params.yaml's model.kind picks this class
+    assert cls.kind == kind
+    assert config(kind).kind == kind  # its tiny config, built from a nested mapping, keeps the name
+    input_kinds = cls.capabilities.input_kinds
+    assert input_kinds and len(set(input_kinds)) == len(input_kinds)
+    assert set(input_kinds) <= set(typing.get_args(InputKind)) == set(INPUT_RANK)
+    for input_kind in input_kinds:
+        assert InputSpec(input_kind, SHAPES[input_kind]).kind == input_kind  # a valid InputSpec of that kind
+    assert capabilities(kind) is cls.capabilities
 
 
 @pytest.mark.parametrize("kind, input_kind", CASES)
@@ -127,7 +141,7 @@ def test_same_seed_gives_same_scores(trained, kind, input_kind):
     again = fitted(kind, input_kind)
     x = normal_inputs(input_kind, 12, seed=6)
     np.testing.assert_array_equal(again.score(x), trained(kind, input_kind).score(x))
-    other = fitted(kind, input_kind, seed=1)
+    other = fitted(kind, input_kind, {"training": {"seed": 1}})
     assert other.model_id != again.model_id
 
 
@@ -146,16 +160,14 @@ def test_scores_use_no_statistics_of_the_test_set(trained, kind, input_kind):
     np.testing.assert_allclose(detector.score(x[::-1])[::-1], alone, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", [k for k, cls in DETECTORS.items() if cls.input_kinds == ("image",)])
+@pytest.mark.parametrize("kind", [k for k, cls in DETECTORS.items() if cls.capabilities.input_kinds == ("image",)])
 def test_image_only_models_refuse_tabular_data(kind):
-    cls = get_detector(kind)
-    with pytest.raises(Exception, match="takes images"):
-        cls.config_for((N_FEATURES,), **TINY[kind])
+    with pytest.raises(GadflowError, match=rf"model '{kind}' takes image inputs; this data gives tabular samples \({N_FEATURES},\)"):
+        build(kind, "tabular")
 
 
-@pytest.mark.parametrize("kind", [k for k, cls in DETECTORS.items() if cls.input_kinds == ("sequence",)])
-@pytest.mark.parametrize("shape", [IMAGE_SHAPE, (N_FEATURES,)])
-def test_sequence_models_refuse_images_and_rows(kind, shape):
-    cls = get_detector(kind)
-    with pytest.raises(Exception, match="takes windows"):
-        cls.config_for(shape, **TINY[kind])
+@pytest.mark.parametrize("kind", [k for k, cls in DETECTORS.items() if cls.capabilities.input_kinds == ("window",)])
+@pytest.mark.parametrize("input_kind", ["image", "tabular"])
+def test_sequence_models_refuse_images_and_rows(kind, input_kind):
+    with pytest.raises(GadflowError, match=rf"model '{kind}' takes window inputs; this data gives {input_kind} samples"):
+        build(kind, input_kind)

@@ -12,32 +12,34 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.config import NightlyParams, PromoteParams
-from tasks.nightly import list_partitions, log_night, resolve_champion, score_partition
-from tasks.prepare import load_prepared
-from tasks.promote import promote_model
-from tasks.register import register_model
-
-from .project_copy import BIN, project_env
-from .test_tasks_chain import chain, monkeypatch_module, params, png_archive  # noqa: F401  (module fixtures: one tiny trained model)
+from tasks.adapters import load_prepared
+from tasks.layout import prepared_dir
+from tasks.tracking.nightly import NightlyParams, list_partitions, log_night, resolve_champion, score_partition
+from tasks.tracking.promote import PromoteParams, promote
+from tasks.tracking.register import register
+from tests.helpers.project import BIN, project_env
 
 MODEL = "parts-dcgan"
 
 
 @pytest.fixture
-def champion_registry(chain, sqlite_registry):  # noqa: F811
+def champion_registry(chain, sqlite_registry):
     """The chain's model registered and promoted (first version: @champion) in a fresh sqlite registry."""
     uri, registry = sqlite_registry
-    register_model.fn(chain["exp"], registry, chain["model_dir"], chain["report"], chain["out"])
-    promote_model.fn(registry, PromoteParams(), chain["out"])
+    register(chain["exp"], registry, chain["layout"])
+    promote(registry, PromoteParams(), chain["layout"])
     return uri, registry
 
 
-def _incoming(chain: dict, root: Path) -> dict[str, Path]:  # noqa: F811
+def _test_images(chain: dict) -> np.ndarray:
+    return np.asarray(load_prepared(chain["work"] / prepared_dir(chain["exp"].data)).test)  # uint8 (40, 4, 16, 16)
+
+
+def _incoming(chain: dict, root: Path) -> dict[str, Path]:
     """Four partitions: two good image sets (the first ten test images; the five the model scored highest), a corrupt
     parquet file and images of the wrong geometry."""
-    test = np.asarray(load_prepared(chain["data_dir"]).test)  # uint8 (40, 4, 16, 16)
-    top5 = np.argsort(pd.read_parquet(chain["scores"])["score"].to_numpy())[::-1][:5]
+    test = _test_images(chain)
+    top5 = np.argsort(pd.read_parquet(chain["layout"].score_tables["scores"])["score"].to_numpy())[::-1][:5]
     folder = root / MODEL
     folder.mkdir(parents=True)
     np.save(folder / "2026-12-01.npy", test[:10])
@@ -48,23 +50,23 @@ def _incoming(chain: dict, root: Path) -> dict[str, Path]:  # noqa: F811
     return {"test": test, "top5": top5}
 
 
-def test_partitions_scored_once_quarantined_with_reason_and_logged(chain, champion_registry, tmp_path):  # noqa: F811
+def test_partitions_scored_once_quarantined_with_reason_and_logged(chain, champion_registry, tmp_path):
     import mlflow
 
     uri, registry = champion_registry
     _incoming(chain, tmp_path / "incoming")
     nightly = NightlyParams(models=[MODEL], incoming=str(tmp_path / "incoming"), scored=str(tmp_path / "scored"),
                             quarantine=str(tmp_path / "quarantine"))
-    champion = resolve_champion.fn(registry, MODEL, "champion")
+    champion = resolve_champion(registry, MODEL, "champion")
     assert champion.version == "1" and champion.uri == f"models:/{MODEL}/1"
-    partitions = list_partitions.fn(nightly.incoming, MODEL)
+    partitions = list_partitions(nightly.incoming, MODEL)
     assert [Path(p).name for p in partitions] == ["2026-12-01.npy", "2026-12-02.npy", "2026-12-03.parquet", "2026-12-04.npy"]
 
-    results = [score_partition.fn(champion, p, nightly) for p in partitions]
+    results = [score_partition(champion, p, nightly) for p in partitions]
     assert [r.status for r in results] == ["scored", "scored", "quarantined", "quarantined"]
     scored = pd.read_parquet(tmp_path / "scored" / MODEL / "v1" / "2026-12-01.parquet")
     assert list(scored.columns) == ["id", "score", "p_value", "is_anomaly", "threshold", "model_name", "model_version"]
-    expected = pd.read_parquet(chain["scores"])["score"].to_numpy()[:10]  # the pipeline's own test scores of those images
+    expected = pd.read_parquet(chain["layout"].score_tables["scores"])["score"].to_numpy()[:10]  # the pipeline's own test scores of those images
     np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=1e-6)
     assert scored["id"].tolist() == list(range(10)) and set(scored["model_version"]) == {"1"} and set(scored["model_name"]) == {MODEL}
     assert (scored["is_anomaly"] == (scored["score"] > champion.threshold)).all()
@@ -76,10 +78,10 @@ def test_partitions_scored_once_quarantined_with_reason_and_logged(chain, champi
         "GadflowError: schema mismatch: 832 of the model's 1024 input columns missing (first: 'p192'); the partition has 192 columns\n")
     assert not list((tmp_path / "scored").rglob(".*"))  # no temporary file left behind
 
-    again = [score_partition.fn(champion, p, nightly) for p in list_partitions.fn(nightly.incoming, MODEL)]
+    again = [score_partition(champion, p, nightly) for p in list_partitions(nightly.incoming, MODEL)]
     assert [r.status for r in again] == ["skipped", "skipped"]  # the same version scores a partition once
 
-    summary = log_night.fn(champion, results, nightly, tmp_path)
+    summary = log_night(champion, results, nightly, tmp_path)
     assert (summary["scored"], summary["quarantined"], summary["rows"]) == (2, 2, 15)
     assert summary["flagged_fraction"] == pytest.approx(sum(r.flagged for r in results) / 15)
     run = mlflow.search_runs(experiment_names=["gadflow-nightly"], output_format="list")[0]
@@ -87,23 +89,23 @@ def test_partitions_scored_once_quarantined_with_reason_and_logged(chain, champi
     assert {"score_p50", "score_p90", "score_p99", "score_max"} <= set(run.data.metrics)
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run.info.run_id)}
     assert {"nightly.json", f"{MODEL}-scores.png"} <= artifacts
-    assert log_night.fn(champion, again, nightly, tmp_path)["scored"] == 0  # nothing new: nothing logged
+    assert log_night(champion, again, nightly, tmp_path)["scored"] == 0  # nothing new: nothing logged
     assert len(mlflow.search_runs(experiment_names=["gadflow-nightly"], output_format="list")) == 1
 
 
-def test_object_store_uris(chain, champion_registry, tmp_path):  # noqa: F811
+def test_object_store_uris(chain, champion_registry, tmp_path):
     """fsspec URIs (here the in-memory store) for incoming, scored and quarantine, as for s3:// with s3fs."""
     import fsspec
 
     _, registry = champion_registry
     memory = fsspec.filesystem("memory")
-    test = np.asarray(load_prepared(chain["data_dir"]).test)
+    test = _test_images(chain)
     with memory.open(f"/incoming/{MODEL}/a.npy", "wb") as handle:
         np.save(handle, test[:4])
     memory.pipe(f"/incoming/{MODEL}/b.parquet", b"garbage")
     nightly = NightlyParams(models=[MODEL], incoming="memory://incoming", scored="memory://scored", quarantine="memory://quarantine")
-    champion = resolve_champion.fn(registry, MODEL, "champion")
-    statuses = [score_partition.fn(champion, p, nightly).status for p in list_partitions.fn(nightly.incoming, MODEL)]
+    champion = resolve_champion(registry, MODEL, "champion")
+    statuses = [score_partition(champion, p, nightly).status for p in list_partitions(nightly.incoming, MODEL)]
     assert statuses == ["scored", "quarantined"]
     with memory.open(f"/scored/{MODEL}/v1/a.parquet", "rb") as handle:
         assert len(pd.read_parquet(handle)) == 4
@@ -111,7 +113,7 @@ def test_object_store_uris(chain, champion_registry, tmp_path):  # noqa: F811
 
 
 @pytest.mark.integration
-def test_nightly_flow_fails_loudly_above_the_bound_and_a_rerun_writes_nothing(chain, params, champion_registry, tmp_path):  # noqa: F811
+def test_nightly_flow_fails_loudly_above_the_bound_and_a_rerun_writes_nothing(chain, params, champion_registry, tmp_path):
     uri, _ = champion_registry
     _incoming(chain, tmp_path / "incoming")
     declared = params.model_dump(mode="json", by_alias=True, exclude_unset=True)

@@ -1,5 +1,6 @@
-"""End to end on the real stack: `dvc repro` with the smoke params in a temporary git + DVC copy,
-then the registered model is loaded from MLflow and predicts. Needs the dataset mirror."""
+"""End to end on the real stack: `gadflow repro` (dvc repro of the stages `gadflow stages` writes) with the smoke
+overlay's settings in a temporary git + DVC copy, then each registered model is loaded from MLflow and predicts as the
+pipeline scored. Needs the dataset mirror."""
 
 from __future__ import annotations
 
@@ -13,10 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .project_copy import BIN, SMOKE_PARAMS, copy_tracked_files, dataset_mirror, project_env
-
-REPO = Path(__file__).resolve().parent.parent
-
+from tests.helpers.project import BIN, REPO, SMOKE_OVERLAY, copy_project, dataset_mirror, project_env
 
 def mirror() -> Path:
     return dataset_mirror("mnist")
@@ -24,8 +22,8 @@ def mirror() -> Path:
 
 @pytest.fixture(scope="module")
 def smoke_repo(tmp_path_factory) -> Path:
-    """A git + DVC copy of the tracked project files, with the smoke params as params.yaml."""
-    root = copy_tracked_files(tmp_path_factory.mktemp("smoke") / "repo")
+    """A git + DVC copy of the tracked project files, with params.yaml and the smoke overlay merged as its params.yaml."""
+    root = copy_project(tmp_path_factory.mktemp("smoke") / "repo")
     env = smoke_env(root)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=env)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
@@ -44,7 +42,7 @@ def dvc(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedPro
 
 
 def gadflow_repro(root: Path, timeout: float = 1200) -> subprocess.CompletedProcess:
-    """The README's main job: `dvc repro` with one local Prefect server for all stages."""
+    """The README's main job: `dvc repro` of the generated stages, each in a child of the warm stage runner."""
     return subprocess.run([str(BIN / "gadflow"), "repro"], cwd=root, env=smoke_env(root), capture_output=True, text=True, timeout=timeout)
 
 
@@ -54,11 +52,11 @@ def repro(smoke_repo: Path) -> tuple[Path, float]:
     result = gadflow_repro(smoke_repo)
     seconds = time.perf_counter() - start
     assert result.returncode == 0, f"gadflow repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    assert (smoke_repo / ".prefect" / "local-server.log").is_file()  # one local server served every stage ...
-    assert "Starting temporary server" not in result.stdout + result.stderr  # ... so no stage started its own
+    assert "Starting temporary server" not in result.stdout + result.stderr  # DVC's stages run the steps, not Prefect flows
     runner_log = (smoke_repo / ".prefect" / "stage-runner.log").read_text()  # the warm stage runner ran every stage
     for experiment in EXPERIMENTS:
-        assert f"runs `gadflow run {experiment}`" in runner_log, runner_log[-2000:]
+        for command in (f"train {experiment}", f"score {experiment}", f"report {experiment} --register"):
+            assert f"runs `gadflow {command}`" in runner_log, runner_log[-2000:]
     assert "running in this process" not in result.stderr  # no stage was refused or fell back
     return smoke_repo, seconds
 
@@ -72,23 +70,23 @@ SERIES = ("skab-madgan", "smd-madgan", "kdd99-madgan", "mnistseq-madgan")
 
 def raw_test_rows(root: Path, experiment: str, n_rows: int) -> tuple[str, pd.DataFrame]:
     """(series name, the first n_rows raw input rows of the experiment's first test series), as a user would send them."""
-    from tasks.config import load_params
-    from tasks.series_store import read_split
+    from tasks.adapters.series_store import read_split
+    from tasks.params import load_params
 
     params = load_params(root / "params.yaml")
-    prepared = root / "data" / "prepared" / params.train[experiment].data
+    prepared = root / "data" / "prepared" / params.experiments[experiment].data
     schema = json.loads((prepared / "schema.json").read_text())
     name, source = schema["series"][0], root / "data" / "raw" / schema["source"]
     if schema["format"] == "skab":
-        from tasks.skab import read_skab_csv
+        from tasks.sources.skab import read_skab_csv
 
         values = read_skab_csv(source / f"{name}.csv")[schema["input_channels"]].to_numpy()
     elif schema["format"] == "smd":
-        from tasks.smd import read_smd_values
+        from tasks.sources.smd import read_smd_values
 
         values = read_smd_values(source / "test" / f"{name}.txt")
     elif schema["format"] == "kdd99":  # the test series is the tail of the 10% file
-        from tasks.kdd99 import read_kdd99
+        from tasks.sources.kdd99 import read_kdd99
 
         records = read_kdd99(source / params.download[schema["source"]].files["train"].file)
         values = records[schema["input_channels"]].to_numpy()[-schema["counts"]["test_points"]:]
@@ -98,30 +96,32 @@ def raw_test_rows(root: Path, experiment: str, n_rows: int) -> tuple[str, pd.Dat
 
 
 def test_smoke_params_cover_every_experiment_of_the_defaults():
-    from tasks.config import load_params
+    from tasks.params import load_params, merged_params
 
-    assert set(load_params(SMOKE_PARAMS).train) == set(load_params(REPO / "params.yaml").train) == set(EXPERIMENTS)
+    overlay = merged_params(SMOKE_OVERLAY)  # the overlay alone: it names every experiment it shrinks
+    assert set(overlay["experiments"]) == set(load_params(REPO / "params.yaml").experiments) == set(EXPERIMENTS)
+    assert set(load_params(REPO / "params.yaml", [SMOKE_OVERLAY]).experiments) == set(EXPERIMENTS)
 
 
 @pytest.mark.integration
 def test_smoke_repro_finishes_in_time(repro):
     root, seconds = repro
     # A guard against gross regressions only: the smoke run's time is measured, uncontended, by
-    # benchmarks/pipeline_wall_time.py --quick (docs/benchmarks.md: 184 s with twelve systems and the
-    # warm stage runner, against a 5-minute target); a shared CI machine can be slower.
+    # benchmarks/pipeline_wall_time.py --quick (docs/benchmarks.md, against a 5-minute target); a shared CI
+    # machine can be slower.
     assert seconds < 600, f"smoke dvc repro of every system took {seconds:.0f}s"
     for experiment in EXPERIMENTS:
-        expected = ["model/model.pt", "model/threshold.json", "scores.parquet", "report/metrics.json", "report/plots/roc.png",
-                    "report/plots/mc_histogram.png", "train/losses.png", "registered.json", "promotion.json"]
+        expected = ["model/model.pt", "calibration/threshold.json", "scores/scores.parquet", "report/metrics.json", "report/plots/roc.png",
+                    "report/plots/mc_histogram.png", "train/losses.png", "registry/registered.json", "promotion/promotion.json"]
         if experiment in SERIES:
-            expected += ["points.parquet", "model/series_transform.json", "model/windowing.json", "report/plots/series_scores.png"]
+            expected += ["scores/points.parquet", "model/series_transform.json", "model/windowing.json", "report/plots/series_scores.png"]
             expected += ["train/samples/epoch_001.png", "report/plots/frame_sequence.png"] if experiment == "mnistseq-madgan" else []
         else:
             expected += ["model/preprocessor.json"] if experiment in TABULAR else ["train/samples/epoch_001.png", "report/plots/most_anomalous.png"]
         expected += ["report/plots/anomaly_maps.png"] if experiment == "mnist-ganomaly" else []
         for rel in expected:
             assert (root / "outputs" / experiment / rel).is_file(), f"{experiment}/{rel}"
-        promotion = json.loads((root / "outputs" / experiment / "promotion.json").read_text())
+        promotion = json.loads((root / "outputs" / experiment / "promotion" / "promotion.json").read_text())
         assert promotion["promoted"] and promotion["reason"] == "first model of this name", promotion  # a fresh registry
         summary = json.loads((root / "outputs" / experiment / "report" / "summary.json").read_text())
         assert ("search_convergence" in summary) == (experiment in LATENT_SEARCH), experiment  # the label-free check of the search
@@ -152,14 +152,14 @@ def test_registered_model_loads_and_predicts(repro, experiment):
     assert float(version.tags["nominal_fpr"]) == 0.05
     assert {"test_precision", "test_recall", "test_f1", "test_auroc"} <= set(version.tags)
 
-    from tasks.config import load_params
+    from tasks.params import load_params
 
     model = mlflow.pyfunc.load_model(f"models:/{experiment}@candidate")
-    data = load_params(root / "params.yaml").train[experiment].data
+    data = load_params(root / "params.yaml").experiments[experiment].data
     if experiment in SERIES:  # raw rows of one series in, one score per row out, as the pipeline scored them
         name, rows = raw_test_rows(root, experiment, 300)
         predicted = model.predict(rows)
-        points = pd.read_parquet(root / f"outputs/{experiment}/points.parquet")
+        points = pd.read_parquet(root / f"outputs/{experiment}/scores/points.parquet")
         points = points[points["series"] == name].set_index("t")
         # rows far enough from the cut-off end are covered by the same windows as in the whole series
         kept = np.arange(len(rows) - json.loads((root / f"outputs/{experiment}/model/windowing.json").read_text())["seq_len"])
@@ -174,7 +174,7 @@ def test_registered_model_loads_and_predicts(repro, experiment):
         frame = pd.DataFrame(test.reshape(20, -1).astype(float), columns=[f"p{i}" for i in range(test[0].size)])
     predicted = model.predict(frame)
     assert list(predicted.columns) == ["score", "p_value", "is_anomaly"]
-    scores = pd.read_parquet(root / f"outputs/{experiment}/scores.parquet")["score"].to_numpy()[:20]
+    scores = pd.read_parquet(root / f"outputs/{experiment}/scores/scores.parquet")["score"].to_numpy()[:20]
     np.testing.assert_allclose(predicted["score"].to_numpy(), scores, rtol=1e-6)  # same model, same preprocessing
     assert (predicted["is_anomaly"].to_numpy() == (scores > metrics["threshold"])).all()
     assert ((predicted["p_value"] > 0) & (predicted["p_value"] <= 1)).all()
@@ -183,11 +183,11 @@ def test_registered_model_loads_and_predicts(repro, experiment):
 @pytest.mark.integration
 def test_second_repro_does_nothing(repro):
     root, _ = repro
-    registered = {e: json.loads((root / f"outputs/{e}/registered.json").read_text()) for e in EXPERIMENTS}
+    registered = {e: json.loads((root / f"outputs/{e}/registry/registered.json").read_text()) for e in EXPERIMENTS}
     again = gadflow_repro(root)
     assert again.returncode == 0, again.stderr
     assert "Running stage" not in again.stdout, again.stdout
-    assert {e: json.loads((root / f"outputs/{e}/registered.json").read_text()) for e in EXPERIMENTS} == registered  # no new version
+    assert {e: json.loads((root / f"outputs/{e}/registry/registered.json").read_text()) for e in EXPERIMENTS} == registered  # no new version
 
 
 @pytest.mark.integration
@@ -200,6 +200,44 @@ def test_dvc_metrics_and_plots_are_declared(repro):
     assert plots.returncode == 0, plots.stderr
     assert "roc.csv" in plots.stdout and "mc_histogram.png" in plots.stdout
     assert "search_trajectory.png" in plots.stdout  # the seed's figure, for the latent-search models
+
+
+def _stale(root: Path) -> list[str]:
+    status = dvc(root, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    return sorted(json.loads(status.stdout or "{}"))
+
+
+@pytest.mark.integration
+def test_only_what_a_change_touches_reruns(repro):
+    """A comment in a module no stage runs stales nothing; a report-only setting stales only that report stage, whose
+    rerun registers no new version (the same weights and threshold): the report is refreshed on the version."""
+    root, _ = repro
+    modules = ("tasks/tracking/nightly.py", "flows/nightly.py", "tasks/sources/swat_wadi.py", "tasks/sources/png_folder.py")
+    originals = {module: (root / module).read_text() for module in modules}
+    try:  # all four at once: a stage that one of them stales is stale with all of them
+        for module, text in originals.items():
+            (root / module).write_text(text + "# a comment\n")
+        assert _stale(root) == []
+    finally:
+        for module, text in originals.items():
+            (root / module).write_text(text)
+    params = (root / "params.yaml").read_text()
+    registered = json.loads((root / "outputs/mnist-dcgan/registry/registered.json").read_text())
+    changed = params.replace("grid_images: 8", "grid_images: 7", 1)
+    assert changed != params and "experiments.mnist-dcgan.report" in (root / "dvc.yaml").read_text()
+    (root / "params.yaml").write_text(changed)
+    try:
+        assert _stale(root) == ["report.mnist-dcgan"]
+        rerun = gadflow_repro(root)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        ran = [line.split("'")[1] for line in rerun.stdout.splitlines() if line.startswith("Running stage")]
+        assert ran == ["report.mnist-dcgan"], ran
+        again = json.loads((root / "outputs/mnist-dcgan/registry/registered.json").read_text())
+        assert again["version"] == registered["version"] and again["new_version"] is False
+    finally:
+        (root / "params.yaml").write_text(params)
+        assert gadflow_repro(root).returncode == 0
 
 
 def test_cli_help_imports_no_heavy_library():

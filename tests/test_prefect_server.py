@@ -12,6 +12,7 @@ Everything is stopped at the end, workers before the server. The tests run in fi
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import yaml
 
 from flows.local_server import free_loopback_port, stop, wait_until_healthy
 
-from .project_copy import BIN, copy_tracked_files, dataset_mirror, project_env
+from tests.helpers.project import BIN, copy_project, dataset_mirror, project_env
 
 CELLS = ("rgbd-adgan", "skab-madgan")  # a rendered dataset and a small download: no large data needed
 
@@ -41,8 +42,8 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """The tracked project files with the smoke params, and the two cells' data prepared."""
-    root = copy_tracked_files(tmp_path_factory.mktemp("server") / "repo", skip=("tests/", "docs/"))
+    """The tracked project files with the smoke overlay's settings as params.yaml, and the two cells' data prepared."""
+    root = copy_project(tmp_path_factory.mktemp("server") / "repo", skip=("tests/", "docs/"))
     env = base_env(root)
     for step in (["generate", "rgbd"], ["prepare", "rgbd"], ["download", "skab"], ["prepare", "skab"]):
         run([str(BIN / "gadflow"), *step], root, env)
@@ -74,7 +75,7 @@ def server(project: Path):
         server_process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
                                           cwd=project, env={**env, "PREFECT_API_URL": ""}, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until_healthy(api_url, 90, server_process, logs / "server.log")
+        wait_until_healthy(f"{api_url}/health", 90, server_process, logs / "server.log", name="the Prefect server")
         env["PREFECT_API_URL"] = api_url
         for pool in ("gpu", "cpu"):
             run([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"], project, env)
@@ -97,7 +98,7 @@ def test_train_all_deployment_fans_the_cells_out_over_both_gpu_workers(project, 
     result = run([str(BIN / "prefect"), "deployment", "run", "train-all/train-all", "--params", parameters, "--watch"], project, env, timeout=600)
     assert "Completed" in result.stdout, result.stdout[-3000:]
     for cell in CELLS:
-        registered = json.loads((project / "outputs" / cell / "registered.json").read_text())
+        registered = json.loads((project / "outputs" / cell / "registry" / "registered.json").read_text())
         assert registered["uri"] == f"models:/{cell}@candidate"
     submitted = {name: log.read_text().count("submitted to infrastructure") for name, log in worker_logs.items()}  # an aborted submission (a race lost to the other worker) does not count
     assert submitted == {"gpu-1": 1, "gpu-2": 1, "cpu-1": 1}, submitted  # one cell on each gpu worker; train-all on the cpu one
@@ -106,7 +107,7 @@ def test_train_all_deployment_fans_the_cells_out_over_both_gpu_workers(project, 
 def _write_partitions(project: Path, incoming: Path) -> None:
     """rgbd-adgan: six test frames (.npy); skab-madgan: 60 raw rows of one SKAB file with ids (.parquet); plus a
     corrupt partition for rgbd-adgan."""
-    from tasks.prepare import load_prepared
+    from tasks.adapters import load_prepared
 
     (incoming / "rgbd-adgan").mkdir(parents=True)
     np.save(incoming / "rgbd-adgan" / "night-1.npy", np.asarray(load_prepared(project / "data/prepared/rgbd").test[40:46]))
@@ -174,9 +175,8 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(project, serve
     the rerun on a fresh worker starts after the checkpoint's epoch and finishes."""
     env, _, started, processes = server
     params = yaml.safe_load((project / "params.yaml").read_text())
-    for section in ("train", "calibrate", "evaluate"):
-        params[section]["rgbd-resume"] = dict(params[section]["rgbd-adgan"])
-    params["train"]["rgbd-resume"]["epochs"] = 12
+    params["experiments"]["rgbd-resume"] = copy.deepcopy(params["experiments"]["rgbd-adgan"])
+    params["experiments"]["rgbd-resume"]["model"]["training"]["epochs"] = 12
     (project / "params-resume.yaml").write_text(yaml.safe_dump(params))
     command = [str(BIN / "prefect"), "deployment", "run", "experiment-from-params/train",
                "--param", "experiment=rgbd-resume", "--param", "params_file=params-resume.yaml"]
@@ -208,4 +208,4 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(project, serve
     assert resumed, log[-3000:]
     assert f"after epoch {at_kill} of 12" in resumed[0], resumed[0]
     assert _epochs_done(checkpoint) == 12
-    assert json.loads((project / "outputs/rgbd-resume/registered.json").read_text())["uri"] == "models:/rgbd-resume@candidate"
+    assert json.loads((project / "outputs/rgbd-resume/registry/registered.json").read_text())["uri"] == "models:/rgbd-resume@candidate"

@@ -7,14 +7,14 @@ from pathlib import Path
 import yaml
 from prefect import Flow
 
-from tasks.config import load_params
+from tasks.params import load_params
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_deployment_entrypoint_is_a_flow_with_valid_parameters():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    experiments = set(load_params(REPO / "params.yaml").train)
+    experiments = set(load_params(REPO / "params.yaml").experiments)
     assert spec["deployments"], "no deployments declared"
     for deployment in spec["deployments"]:
         path, func = deployment["entrypoint"].split(":")

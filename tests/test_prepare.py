@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import gzip
 import json
-import struct
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from models.errors import GadflowError
-from tasks.config import DatasetSpec, FileSpec, PrepareParams
-from tasks.prepare import SCHEMA, SPLIT_FILES, VALIDATION_FILE, load_prepared, one_class_split, prepare_dataset
-
-FAKE_SHA = "0" * 64
+from tasks.adapters import load_prepared
+from tasks.adapters.base import SCHEMA
+from tasks.adapters.image import SPLIT_FILES, VALIDATION_FILE, ImageSource, one_class_split
+from tasks.sources.download import DatasetSpec, FileSpec
+from tasks.steps.prepare import PrepareParams, prepare_dataset
+from tests.helpers.data import FAKE_SHA, IDX_FILES, idx_bytes, idx_spec
 
 
 def unique_images(n: int, size: int = 4) -> np.ndarray:
@@ -31,23 +31,19 @@ def image_ids(images: np.ndarray) -> np.ndarray:
     return images[:, 0, 0, 0].astype(int) + 256 * images[:, 0, 0, 1].astype(int)
 
 
-def idx_bytes(arr: np.ndarray, magic: int) -> bytes:
-    return struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + np.ascontiguousarray(arr, np.uint8).tobytes()
-
-
 # --- one_class_split --------------------------------------------------------------------------------
 @pytest.fixture
 def toy():
     rng = np.random.default_rng(7)
     train_classes = rng.integers(0, 5, size=300)
     test_classes = rng.integers(0, 5, size=80)
-    return unique_images(300), train_classes, unique_images(80), test_classes
+    return ImageSource(unique_images(300), train_classes, unique_images(80), test_classes)
 
 
 @pytest.mark.parametrize("normal, fraction", [([0], 0.1), ([1, 3], 0.25), ([4], 0.37)])
 def test_split_sizes_and_disjointness(toy, normal, fraction):
     train_images, train_classes, test_images, test_classes = toy
-    out = one_class_split(train_images, train_classes, test_images, test_classes, normal, fraction, seed=0)
+    out = one_class_split(toy, normal, fraction, seed=0)
     normal_ids = set(np.flatnonzero(np.isin(train_classes, normal)).tolist())
     n_calib = int(round(fraction * len(normal_ids)))
     assert len(out["calib"]) == n_calib
@@ -59,7 +55,7 @@ def test_split_sizes_and_disjointness(toy, normal, fraction):
 
 
 def test_split_is_seeded(toy):
-    args = (*toy, [0, 1], 0.2)
+    args = (toy, [0, 1], 0.2)
     a, b, c = (one_class_split(*args, seed=s) for s in (5, 5, 6))
     np.testing.assert_array_equal(a["calib"], b["calib"])
     np.testing.assert_array_equal(a["train"], b["train"])
@@ -67,67 +63,35 @@ def test_split_is_seeded(toy):
 
 
 def test_test_labels_mark_every_non_normal_class(toy):
-    out = one_class_split(*toy, [2, 4], 0.1, seed=0)
-    test_classes = toy[3]
+    out = one_class_split(toy, [2, 4], 0.1, seed=0)
+    test_classes = toy.test_classes
     assert out["test_labels"].dtype == np.int8
     np.testing.assert_array_equal(out["test_labels"], np.where(np.isin(test_classes, [2, 4]), 0, 1))
     np.testing.assert_array_equal(out["test_classes"], test_classes)
-    np.testing.assert_array_equal(out["test"], toy[2])
+    np.testing.assert_array_equal(out["test"], toy.test)
 
 
 def test_empty_normal_class_is_refused(toy):
     with pytest.raises(GadflowError, match=r"normal_classes \[9\]"):
-        one_class_split(*toy, [9], 0.1, seed=0)
+        one_class_split(toy, [9], 0.1, seed=0)
 
 
 @pytest.mark.parametrize("fraction", [0.001, 0.9999])
 def test_fraction_leaving_an_empty_split_is_refused(toy, fraction):
     with pytest.raises(GadflowError, match="empty split"):
-        one_class_split(*toy, [0], fraction, seed=0)
+        one_class_split(toy, [0], fraction, seed=0)
 
 
 # --- prepare_dataset on a tiny IDX dataset ---------------------------------------------------------
-IDX_FILES = {
-    "train_images": "tiny-train-images-idx3-ubyte.gz",
-    "train_labels": "tiny-train-labels-idx1-ubyte",
-    "test_images": "tiny-t10k-images-idx3-ubyte",
-    "test_labels": "tiny-t10k-labels-idx1-ubyte.gz",
-}
-
-
-def idx_spec() -> DatasetSpec:
-    return DatasetSpec(
-        format="idx",
-        files={role: FileSpec(file=name, sha256=FAKE_SHA, urls=[f"file:///nowhere/{name}"]) for role, name in IDX_FILES.items()},
-    )
-
-
-@pytest.fixture
-def tiny_idx(tmp_path):
-    """Raw folder with a 60 / 24 image IDX dataset of 8x8 images, classes 0..3 (two files gzipped)."""
-    rng = np.random.default_rng(0)
-    data = {
-        "train_images": rng.integers(0, 256, size=(60, 8, 8), dtype=np.uint8),
-        "train_labels": np.tile(np.arange(4, dtype=np.uint8), 15),
-        "test_images": rng.integers(0, 256, size=(24, 8, 8), dtype=np.uint8),
-        "test_labels": np.tile(np.arange(4, dtype=np.uint8), 6),
-    }
-    raw = tmp_path / "raw" / "tiny"
-    raw.mkdir(parents=True)
-    for role, arr in data.items():
-        payload = idx_bytes(arr, 0x00000803 if arr.ndim == 3 else 0x00000801)
-        (raw / IDX_FILES[role]).write_bytes(gzip.compress(payload) if IDX_FILES[role].endswith(".gz") else payload)
-    return raw, data
-
-
 def test_prepare_idx_round_trip(tmp_path, tiny_idx):
     raw, data = tiny_idx
     params = PrepareParams(source="tiny", normal_classes=[0, 2], calibration_fraction=0.2, seed=3)
     out = tmp_path / "prepared" / "tiny"
-    assert prepare_dataset.fn("tiny", params, idx_spec(), raw, out) == out
+    assert prepare_dataset("tiny", params, idx_spec(), raw, out) == out
 
     prepared = load_prepared(out)
-    assert (prepared.channels, prepared.size) == (1, 8)
+    assert (prepared.input_spec.shape[0], prepared.input_spec.shape[1]) == (1, 8)  # channels, size
+    assert prepared.kind == prepared.input_spec.kind == "image" and prepared.input_spec.shape == (1, 8, 8)
     assert prepared.schema["shape"] == [1, 8, 8]
     assert prepared.schema["counts"] == {"train": 24, "calib": 6, "test": 24, "test_anomalous": 12, "val_anomalies": 6}
     assert prepared.schema["normal_classes"] == [0, 2]
@@ -143,7 +107,7 @@ def test_prepare_idx_round_trip(tmp_path, tiny_idx):
     assert prepared.train.shape == (24, 1, 8, 8) and prepared.calib.shape == (6, 1, 8, 8)
 
     expected = one_class_split(
-        data["train_images"][:, None], data["train_labels"], data["test_images"][:, None], data["test_labels"], [0, 2], 0.2, 3
+        ImageSource(data["train_images"][:, None], data["train_labels"], data["test_images"][:, None], data["test_labels"]), [0, 2], 0.2, 3
     )
     for key in SPLIT_FILES:
         np.testing.assert_array_equal(np.asarray(getattr(prepared, key)), expected[key])
@@ -162,7 +126,7 @@ def test_prepare_replaces_previous_output(tmp_path, tiny_idx):
     out = tmp_path / "prepared" / "tiny"
     out.mkdir(parents=True)
     (out / "stale.txt").write_text("old run")
-    prepare_dataset.fn("tiny", PrepareParams(source="tiny"), idx_spec(), raw, out)
+    prepare_dataset("tiny", PrepareParams(source="tiny"), idx_spec(), raw, out)
     assert not (out / "stale.txt").exists()
     assert load_prepared(out).schema["counts"]["calib"] == 2  # round(0.1 * 15)
 
@@ -172,7 +136,7 @@ def test_prepare_missing_raw_file(tmp_path, tiny_idx):
     (raw / IDX_FILES["test_labels"]).unlink()
     out = tmp_path / "prepared" / "tiny"
     with pytest.raises(GadflowError, match=IDX_FILES["test_labels"]):
-        prepare_dataset.fn("tiny", PrepareParams(source="tiny"), idx_spec(), raw, out)
+        prepare_dataset("tiny", PrepareParams(source="tiny"), idx_spec(), raw, out)
     assert not out.exists()
 
 
@@ -180,7 +144,7 @@ def test_prepare_label_count_mismatch(tmp_path, tiny_idx):
     raw, data = tiny_idx
     (raw / IDX_FILES["train_labels"]).write_bytes(idx_bytes(data["train_labels"][:-1], 0x00000801))
     with pytest.raises(GadflowError, match="59 labels for 60 images"):
-        prepare_dataset.fn("tiny", PrepareParams(source="tiny"), idx_spec(), raw, tmp_path / "out")
+        prepare_dataset("tiny", PrepareParams(source="tiny"), idx_spec(), raw, tmp_path / "out")
 
 
 def test_prepare_non_square_images_refused(tmp_path, tiny_idx):
@@ -190,13 +154,13 @@ def test_prepare_non_square_images_refused(tmp_path, tiny_idx):
         payload = idx_bytes(arr, 0x00000803)
         (raw / IDX_FILES[role]).write_bytes(gzip.compress(payload) if IDX_FILES[role].endswith(".gz") else payload)
     with pytest.raises(GadflowError, match="square"):
-        prepare_dataset.fn("tiny", PrepareParams(source="tiny"), idx_spec(), raw, tmp_path / "out")
+        prepare_dataset("tiny", PrepareParams(source="tiny"), idx_spec(), raw, tmp_path / "out")
 
 
 def test_load_prepared_incomplete_folder(tmp_path, tiny_idx):
     raw, _ = tiny_idx
     out = tmp_path / "prepared" / "tiny"
-    prepare_dataset.fn("tiny", PrepareParams(source="tiny"), idx_spec(), raw, out)
+    prepare_dataset("tiny", PrepareParams(source="tiny"), idx_spec(), raw, out)
     (out / SPLIT_FILES["calib"]).unlink()
     with pytest.raises(GadflowError, match="calib.npy"):
         load_prepared(out)
@@ -217,7 +181,7 @@ def test_prepare_png_folder(tmp_path):
     spec = DatasetSpec(format="png_folder", files={"archive": FileSpec(file="shapes.tar.gz", sha256=FAKE_SHA, urls=["file:///x"])})
 
     out = tmp_path / "prepared" / "shapes"
-    prepare_dataset.fn("shapes", PrepareParams(source="shapes", calibration_fraction=0.2), spec, raw, out)
+    prepare_dataset("shapes", PrepareParams(source="shapes", calibration_fraction=0.2), spec, raw, out)
     prepared = load_prepared(out)
     assert prepared.schema["counts"] == {"train": 8, "calib": 2, "test": 7, "test_anomalous": 4, "val_anomalies": 0}
     assert prepared.val_anomalies is None and not (out / VALIDATION_FILE).exists()  # normal-only training folder
@@ -225,4 +189,4 @@ def test_prepare_png_folder(tmp_path):
     assert prepared.test_labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
 
     with pytest.raises(GadflowError, match="normal_classes"):
-        prepare_dataset.fn("shapes", PrepareParams(source="shapes", normal_classes=[1]), spec, raw, tmp_path / "other")
+        prepare_dataset("shapes", PrepareParams(source="shapes", normal_classes=[1]), spec, raw, tmp_path / "other")

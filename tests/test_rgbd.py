@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from models.errors import GadflowError
-from tasks.config import GenerateParams, PrepareParams
-from tasks.formats import read_rgbd_npy, read_rgbd_png_pairs
-from tasks.prepare import load_prepared, prepare_dataset
-from tasks.rgbd import FAR, NEAR, camera_rays, generate_rgbd, hit_box, hit_sphere, render_set
+from tasks.adapters import load_prepared
+from tasks.sources.download import DatasetSpec
+from tasks.sources.rgbd import FAR, NEAR, GenerateParams, camera_rays, generate_rgbd, hit_box, hit_sphere, read_rgbd_npy, render_set
+from tasks.sources.rgbd_png import read_rgbd_png_pairs
+from tasks.steps.prepare import PrepareParams, prepare_dataset
 
 
 def depth_code(z: float) -> float:
@@ -50,8 +51,8 @@ def test_generated_frames_are_seeded_and_have_consistent_depth():
 
 def test_generate_and_prepare_give_both_classes(tmp_path):
     params = GenerateParams(size=16, n_train=40, n_test_normal=6, n_test_anomalous=4, seed=3)
-    raw = generate_rgbd.fn(params, tmp_path / "raw" / "rgbd")
-    data = load_prepared(prepare_dataset.fn("rgbd", PrepareParams(source="rgbd", calibration_fraction=0.25), None, raw, tmp_path / "prepared"))
+    raw = generate_rgbd(params, tmp_path / "raw" / "rgbd")
+    data = load_prepared(prepare_dataset("rgbd", PrepareParams(source="rgbd", calibration_fraction=0.25), None, raw, tmp_path / "prepared"))
     assert data.schema["shape"] == [4, 16, 16]
     assert (len(data.train), len(data.calib), len(data.test)) == (30, 10, 10)
     assert data.test_labels.tolist() == [0] * 6 + [1] * 4
@@ -111,8 +112,6 @@ def test_png_pairs_errors_name_the_file(tmp_path, case, message):
 
 
 def test_rgbd_png_needs_a_depth_range():
-    from tasks.config import DatasetSpec
-
     files = {"archive": {"file": "f.tar.gz", "sha256": "0" * 64, "urls": ["file:///tmp/f.tar.gz"]}}
     with pytest.raises(Exception, match="depth_range"):
         DatasetSpec(format="rgbd_png", files=files)

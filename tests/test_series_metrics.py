@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.errors import GadflowError
-from tasks.metrics import threshold_metrics
-from tasks.series_metrics import (anomaly_segments, event_recall, point_adjust, random_flags, series_report,
+from tasks.reports.metrics import threshold_metrics
+from tasks.reports.series_metrics import (anomaly_segments, event_recall, point_adjust, random_flags, series_report,
                                   skab_aggregate)
 
 #                 t: 0  1  2  3  4  5  6  7  8  9

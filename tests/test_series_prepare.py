@@ -10,10 +10,13 @@ import pytest
 
 from models.errors import GadflowError
 from models.series_transform import SeriesTransform
-from tasks.config import DatasetSpec, PrepareParams, SeriesParams, load_params
-from tasks.prepare import load_prepared, prepare_dataset
-from tasks.series_store import read_split
-from tasks.skab import SKAB_SENSORS
+from tasks.adapters import load_prepared
+from tasks.steps.prepare import SeriesParams
+from tasks.adapters.series_store import read_split
+from tasks.params import load_params
+from tasks.sources.download import DatasetSpec
+from tasks.sources.skab import SKAB_SENSORS
+from tasks.steps.prepare import PrepareParams, prepare_dataset
 
 SHA = "0" * 64  # prepare never re-hashes; the download stage did
 
@@ -45,9 +48,9 @@ def test_smd_splits_are_chronological_and_windows_come_from_the_stored_series(tm
     raw = tmp_path / "raw"
     write_smd(raw, "machine-1-1", 200, 120, seed=0)
     write_smd(raw, "machine-1-2", 160, 100, seed=1)
-    out = prepare_dataset.fn("smd", smd_params(), smd_spec(["machine-1-1", "machine-1-2"]), raw, tmp_path / "prepared")
+    out = prepare_dataset("smd", smd_params(), smd_spec(["machine-1-1", "machine-1-2"]), raw, tmp_path / "prepared")
     data = load_prepared(out)
-    assert data.kind == "series" and data.input_shape == (10, 38)
+    assert data.kind == "series" and data.input_spec.shape == (10, 38)
     train, calib = read_split(out / "train.arrow"), read_split(out / "calib.arrow")
     transform = SeriesTransform.load(out / "series_transform.json")
     original = np.loadtxt(raw / "train" / "machine-1-1.txt", delimiter=",")
@@ -67,7 +70,7 @@ def test_smd_splits_are_chronological_and_windows_come_from_the_stored_series(tm
 def test_the_transform_is_fitted_on_training_rows_only(tmp_path):
     for shift, folder in ((0.0, "a"), (50.0, "b")):
         write_smd(tmp_path / folder / "raw", "machine-1-1", 200, 120, seed=0, shift=shift)
-        prepare_dataset.fn("smd", smd_params(), smd_spec(["machine-1-1"]), tmp_path / folder / "raw", tmp_path / folder / "prepared")
+        prepare_dataset("smd", smd_params(), smd_spec(["machine-1-1"]), tmp_path / folder / "raw", tmp_path / folder / "prepared")
     a, b = (tmp_path / f / "prepared" for f in ("a", "b"))
     assert (a / "series_transform.json").read_text() == (b / "series_transform.json").read_text()
     np.testing.assert_array_equal(read_split(a / "calib.arrow")["machine-1-1"].values, read_split(b / "calib.arrow")["machine-1-1"].values)
@@ -77,9 +80,9 @@ def test_the_transform_is_fitted_on_training_rows_only(tmp_path):
 
 def test_pca_keeps_the_requested_components(tmp_path):
     write_smd(tmp_path / "raw", "machine-1-1", 200, 120, seed=0)
-    out = prepare_dataset.fn("smd", smd_params(pca_components=5), smd_spec(["machine-1-1"]), tmp_path / "raw", tmp_path / "p")
+    out = prepare_dataset("smd", smd_params(pca_components=5), smd_spec(["machine-1-1"]), tmp_path / "raw", tmp_path / "p")
     data = load_prepared(out)
-    assert data.input_shape == (10, 5) and data.schema["channels"] == [f"pc_{i}" for i in range(1, 6)]
+    assert data.input_spec.shape == (10, 5) and data.schema["channels"] == [f"pc_{i}" for i in range(1, 6)]
 
 
 def test_skab_trains_on_the_first_rows_and_tests_on_the_whole_file(tmp_path, caplog):
@@ -93,7 +96,7 @@ def test_skab_trains_on_the_first_rows_and_tests_on_the_whole_file(tmp_path, cap
     spec = DatasetSpec.model_validate({"format": "skab", "base_url": "https://example.invalid/",
                                        "files": {f"valve1_{i}": {"file": f"valve1/{i}.csv", "sha256": SHA} for i in (0, 1)}})
     params = PrepareParams(source="skab", calibration_fraction=0.2, series=SeriesParams(train_rows=400, seq_len=30, stride=10))
-    out = prepare_dataset.fn("skab", params, spec, raw, tmp_path / "prepared")
+    out = prepare_dataset("skab", params, spec, raw, tmp_path / "prepared")
     schema = load_prepared(out).schema
     assert schema["counts"] == {"train_points": 640, "calib_points": 160, "test_points": 1000, "test_anomalous_points": 50 + 470}
     assert schema["labelled_anomalous_training_rows"] == {"valve1/1": 370}
@@ -103,7 +106,7 @@ def test_skab_trains_on_the_first_rows_and_tests_on_the_whole_file(tmp_path, cap
 def test_a_split_too_short_for_a_window_is_a_clear_error(tmp_path):
     write_smd(tmp_path / "raw", "machine-1-1", 30, 120, seed=0)
     with pytest.raises(GadflowError, match="shorter than one window"):
-        prepare_dataset.fn("smd", smd_params(), smd_spec(["machine-1-1"]), tmp_path / "raw", tmp_path / "p")
+        prepare_dataset("smd", smd_params(), smd_spec(["machine-1-1"]), tmp_path / "raw", tmp_path / "p")
     assert not (tmp_path / "p").exists()
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from models.errors import GadflowError
-from tasks.skab import SKAB_SENSORS, read_skab_csv, skab_experiment_files
-from tasks.smd import read_interpretation, read_smd_labels, read_smd_machine, read_smd_values
+from tasks.sources.skab import SKAB_SENSORS, read_skab_csv, skab_experiment_files
+from tasks.sources.smd import read_interpretation, read_smd_labels, read_smd_machine, read_smd_values
 
 MIRROR = Path(os.environ.get("GADFLOW_DATA_MIRROR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 HEADER = "datetime;" + ";".join(SKAB_SENSORS) + ";anomaly;changepoint"

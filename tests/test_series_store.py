@@ -9,7 +9,7 @@ import pytest
 
 from models.errors import GadflowError
 from models.windowing import sliding_windows
-from tasks.series_store import Series, read_split, write_split
+from tasks.adapters.series_store import Series, read_split, write_split
 
 
 def series(n: int, channels: int, seed: int, anomalous: slice | None = None) -> Series:

@@ -16,32 +16,33 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from flows.local_server import free_loopback_port, warm_stage_runner
+from flows.local_server import warm_stage_runner
 from flows.stage_runner import SOCKET_ENV, config_environment
 
-from .project_copy import SMOKE_PARAMS
+from tests.helpers.project import REPO
 
 GADFLOW = Path(sys.executable).with_name("gadflow")
+SLOW = "unreachable"  # a dataset whose files are at a file:// URL that is not there: its download retries with backoff for ~30 s
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A project folder with the smoke params and an (empty) prepared mnist folder."""
+    """A project folder with params.yaml plus a dataset that cannot be fetched: `gadflow download unreachable` runs until stopped."""
     root = tmp_path_factory.mktemp("runner-project")
-    shutil.copy(SMOKE_PARAMS, root / "params.yaml")
-    (root / "data" / "prepared" / "mnist").mkdir(parents=True)
-    (root / "data" / "prepared" / "mnist" / "schema.json").write_text('{"files": {}}')
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["download"][SLOW] = {"format": "kdd99", "files": {role: {"file": f"{role}.gz", "sha256": "0" * 64, "urls": [f"file://{root}/absent/{role}.gz"]}
+                                                            for role in ("train", "test")}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
 
 @pytest.fixture(scope="module")
 def stage_env(project: Path) -> dict[str, str]:
-    """The stages' environment. Its Prefect server never answers, so `gadflow run` waits (GADFLOW_PREFECT_WAIT_S):
-    a command that runs until it is stopped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", SOCKET_ENV))}
-    env.update(PREFECT_HOME=str(project / ".prefect"), PREFECT_API_URL=f"http://127.0.0.1:{free_loopback_port()}/api",
-               GADFLOW_PREFECT_WAIT_S="60", DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
+    """The stages' environment: no dataset mirror (the download goes to the dataset's own URLs) and no tracking store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "GADFLOW_DATA_MIRROR", SOCKET_ENV))}
+    env.update(PREFECT_HOME=str(project / ".prefect"), DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1")
     return env
 
@@ -94,7 +95,7 @@ def test_a_different_stack_configuration_is_refused_and_runs_in_its_own_process(
 
 
 def test_the_environment_compared_leaves_out_what_dvc_sets_per_stage():
-    env = {"PREFECT_HOME": "/p", "DVC_STAGE": "experiment@x", "DVC_ROOT": "/r", SOCKET_ENV: "/s", "TERM": "xterm", "OMP_NUM_THREADS": "1"}
+    env = {"PREFECT_HOME": "/p", "DVC_STAGE": "train.x", "DVC_ROOT": "/r", SOCKET_ENV: "/s", "TERM": "xterm", "OMP_NUM_THREADS": "1"}
     assert config_environment(env) == {"PREFECT_HOME": "/p", "OMP_NUM_THREADS": "1"}
 
 
@@ -131,10 +132,10 @@ def wait_gone(pid: int, timeout_s: float = 20) -> bool:
 
 def test_ctrl_c_reaches_the_child_which_stops_as_a_stage_interrupted_in_its_own_process(project, stage_env, runner):
     socket_path, log_file = runner
-    client = subprocess.Popen([str(GADFLOW), "run", "mnist-dcgan"], cwd=project, env={**stage_env, SOCKET_ENV: str(socket_path)},
+    client = subprocess.Popen([str(GADFLOW), "download", SLOW], cwd=project, env={**stage_env, SOCKET_ENV: str(socket_path)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pid = child_pid(log_file, "run mnist-dcgan")
-    time.sleep(1.0)  # the child is waiting for the (absent) Prefect server
+    pid = child_pid(log_file, f"download {SLOW}")
+    time.sleep(1.0)  # the child is waiting between its download attempts
     assert client.poll() is None and alive(pid)
     client.send_signal(signal.SIGINT)
     _, stderr = client.communicate(timeout=30)
@@ -145,13 +146,13 @@ def test_ctrl_c_reaches_the_child_which_stops_as_a_stage_interrupted_in_its_own_
 
 def test_a_client_that_is_killed_takes_its_child_with_it(project, stage_env, runner):
     socket_path, log_file = runner
-    before = served(log_file, "run mnist-dcgan")
-    client = subprocess.Popen([str(GADFLOW), "run", "mnist-dcgan"], cwd=project, env={**stage_env, SOCKET_ENV: str(socket_path)},
+    before = served(log_file, f"download {SLOW}")
+    client = subprocess.Popen([str(GADFLOW), "download", SLOW], cwd=project, env={**stage_env, SOCKET_ENV: str(socket_path)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
-    while served(log_file, "run mnist-dcgan") == before and time.monotonic() < deadline:
+    while served(log_file, f"download {SLOW}") == before and time.monotonic() < deadline:
         time.sleep(0.1)
-    pid = child_pid(log_file, "run mnist-dcgan")
+    pid = child_pid(log_file, f"download {SLOW}")
     client.kill()  # SIGKILL: nothing is forwarded, the runner sees the connection close
     client.wait()
     assert wait_gone(pid)

@@ -14,11 +14,14 @@ import pytest
 import yaml
 
 from models.errors import GadflowError
-from tasks.config import DatasetSpec, ParamsError, PrepareParams, SeriesParams, load_params
-from tasks.download import MIRROR_ENV, ChecksumError, download_dataset
-from tasks.prepare import load_prepared, prepare_dataset
-from tasks.series_store import read_split
-from tasks.swat_wadi import SWAT_CHANNELS, read_swat, read_wadi
+from tasks.adapters import load_prepared
+from tasks.steps.prepare import SeriesParams
+from tasks.adapters.series_store import read_split
+from tasks.params import load_params
+from tasks.settings import ParamsError
+from tasks.sources.download import MIRROR_ENV, ChecksumError, DatasetSpec, download_dataset
+from tasks.sources.swat_wadi import SWAT_CHANNELS, read_swat, read_wadi
+from tasks.steps.prepare import PrepareParams, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SWAT_NORMAL, SWAT_ATTACK = "SWaT_Dataset_Normal_v1.csv", "SWaT_Dataset_Attack_v0.csv"
@@ -258,7 +261,7 @@ def sha(path: Path) -> str:
 
 def test_download_copies_from_the_user_folder_without_sha256(tmp_path, user_dir):
     out = tmp_path / "raw" / "swat"
-    assert download_dataset.fn("swat", swat_spec(), out) == out
+    assert download_dataset("swat", swat_spec(), out) == out
     assert sorted(p.name for p in out.iterdir()) == sorted([SWAT_NORMAL, SWAT_ATTACK])
     assert (out / SWAT_ATTACK).read_bytes() == (user_dir / SWAT_ATTACK).read_bytes()
 
@@ -266,11 +269,11 @@ def test_download_copies_from_the_user_folder_without_sha256(tmp_path, user_dir)
 def test_download_verifies_a_declared_sha256(tmp_path, user_dir):
     files = {"normal": {"file": SWAT_NORMAL, "sha256": sha(user_dir / SWAT_NORMAL)}, "attack": {"file": SWAT_ATTACK, "sha256": sha(user_dir / SWAT_ATTACK)}}
     out = tmp_path / "raw" / "swat"
-    download_dataset.fn("swat", DatasetSpec.model_validate({"format": "swat", "files": files}), out)
+    download_dataset("swat", DatasetSpec.model_validate({"format": "swat", "files": files}), out)
     assert sha(out / SWAT_NORMAL) == files["normal"]["sha256"]
     files["attack"]["sha256"] = "0" * 64
     with pytest.raises(ChecksumError, match=f"{SWAT_ATTACK}: sha256 mismatch"):
-        download_dataset.fn("swat", DatasetSpec.model_validate({"format": "swat", "files": files}), tmp_path / "raw" / "other")
+        download_dataset("swat", DatasetSpec.model_validate({"format": "swat", "files": files}), tmp_path / "raw" / "other")
     assert not (tmp_path / "raw" / "other").exists() and sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["swat"]
 
 
@@ -278,14 +281,14 @@ def test_download_says_how_to_get_the_data(tmp_path, user_dir, monkeypatch):
     out = tmp_path / "raw" / "swat"
     (user_dir / SWAT_ATTACK).unlink()
     with pytest.raises(GadflowError, match=f"GADFLOW_SWAT_DIR={user_dir}: {SWAT_ATTACK} is not there") as info:
-        download_dataset.fn("swat", swat_spec(), out)
+        download_dataset("swat", swat_spec(), out)
     assert "https://itrust.sutd.edu.sg/itrust-labs_datasets/" in str(info.value) and "request" in str(info.value)
     monkeypatch.delenv("GADFLOW_SWAT_DIR")
     with pytest.raises(GadflowError, match="GADFLOW_SWAT_DIR is not set. SWaT is given out only on request by its owners: request it from iTrust"):
-        download_dataset.fn("swat", swat_spec(), out)
+        download_dataset("swat", swat_spec(), out)
     monkeypatch.setenv("MY_SWAT", str(tmp_path / "nowhere"))
     with pytest.raises(GadflowError, match="MY_SWAT=.*nowhere: not a folder"):
-        download_dataset.fn("swat", swat_spec(user_dir_env="MY_SWAT"), out)
+        download_dataset("swat", swat_spec(user_dir_env="MY_SWAT"), out)
     assert not (tmp_path / "raw").exists()  # checked before anything is staged
 
 
@@ -294,7 +297,7 @@ def test_prepare_swat_end_to_end(tmp_path):
     raw = tmp_path / "raw"
     write_swat(raw, n_normal=100, n_attack=60)
     params = PrepareParams(source="swat", calibration_fraction=0.25, series=SeriesParams(seq_len=10, stride=5, skip_rows=20))
-    out = prepare_dataset.fn("swat", params, swat_spec(), raw, tmp_path / "prepared")
+    out = prepare_dataset("swat", params, swat_spec(), raw, tmp_path / "prepared")
     assert sorted(p.name for p in out.iterdir()) == ["calib.arrow", "schema.json", "series_transform.json", "test.arrow", "train.arrow"]
     train, calib, test = (read_split(out / f"{part}.arrow")["swat"] for part in ("train", "calib", "test"))
     assert (len(train.values), len(calib.values), len(test.values)) == (60, 20, 60)
@@ -302,7 +305,7 @@ def test_prepare_swat_end_to_end(tmp_path):
     schema = json.loads((out / "schema.json").read_text())
     assert schema["format"] == "swat" and schema["input_channels"] == list(SWAT_CHANNELS) and schema["skip_rows"] == 20
     assert "skip_rows" not in schema["windowing"] and schema["counts"]["test_anomalous_points"] == 10
-    assert load_prepared(out).input_shape == (10, 51)
+    assert load_prepared(out).input_spec.shape == (10, 51)
 
 
 def test_prepare_wadi_end_to_end(tmp_path):
@@ -310,7 +313,7 @@ def test_prepare_wadi_end_to_end(tmp_path):
     write_wadi_a1(raw)
     spec = DatasetSpec.model_validate({"format": "wadi", "files": {"normal": {"file": WADI_NORMAL}, "attack": {"file": WADI_ATTACK}}})
     params = PrepareParams(source="wadi", calibration_fraction=0.25, series=SeriesParams(seq_len=10, stride=5))
-    out = prepare_dataset.fn("wadi", params, spec, raw, tmp_path / "prepared")
+    out = prepare_dataset("wadi", params, spec, raw, tmp_path / "prepared")
     schema = load_prepared(out).schema
     assert schema["input_channels"] == ["1_AIT_001_PV", "1_FIT_001_PV", "2_MV_003_STATUS"]
     assert schema["dropped_empty_channels"] == ["2_LS_001_AL"] and schema["skip_rows"] == 0

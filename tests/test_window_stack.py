@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.checkpoint import data_key
 from models.errors import GadflowError
+from models.inputs import InputSpec
+from models.storage import data_key
 from models.windowing import WindowStack, sliding_windows
+from tests.helpers.detectors import build
 
 
 def make_stack(lengths: list[int], seq_len: int, stride: int, channels: int, seed: int) -> tuple[WindowStack, np.ndarray]:
@@ -69,18 +71,18 @@ def test_madgan_trains_on_a_stack_without_gathering_every_window(tmp_path):
     """Same weights and scores as training on the gathered windows, at a fraction of the memory (traced numpy allocations)."""
     import torch
 
-    from models.madgan import MADGANDetector
-
     rng = np.random.default_rng(0)
     series = [(np.sin(np.linspace(0, 200, 20_000))[:, None] + 0.1 * rng.normal(size=(20_000, 3))).astype(np.float32) for _ in range(2)]
     stack = WindowStack([sliding_windows(s, 30, 1) for s in series])  # 39,942 windows of 30 x 3: 14.4 MB gathered, series 0.5 MB
     gathered_bytes = len(stack) * 30 * 3 * 4
-    fields = dict(epochs=1, batch_size=1024, hidden_dim=8, latent_dim=4, steps=2, normaliser_windows=64, seed=3)
+    inputs_spec = InputSpec("window", stack.shape[1:])
+    settings = {"network": {"hidden_dim": 8, "latent_dim": 4}, "training": {"epochs": 1, "batch_size": 1024, "seed": 3},
+                "search": {"steps": 2, "lr_theta": 0.0}, "normaliser_windows": 64}  # the rest: MAD-GAN's defaults
     torch.set_num_threads(1)
-    MADGANDetector(MADGANDetector.config_for(stack.shape[1:], **fields)).fit(stack[:2048], progress=False)  # imports everything first
+    build("madgan", inputs_spec, settings, base={}).fit(stack[:2048], progress=False)  # imports everything first
 
     def fit(inputs, name: str):
-        detector = MADGANDetector(MADGANDetector.config_for(stack.shape[1:], **fields))
+        detector = build("madgan", inputs_spec, settings, base={})
         tracemalloc.start()
         detector.fit(inputs, checkpoint_dir=tmp_path / name, progress=False)
         _, peak = tracemalloc.get_traced_memory()
@@ -97,9 +99,8 @@ def test_madgan_trains_on_a_stack_without_gathering_every_window(tmp_path):
 
 
 def test_the_input_check_names_the_bad_window_of_a_stack_or_row_of_an_array_and_passes_an_empty_array():
-    from models.madgan import MADGANDetector
-
-    detector = MADGANDetector(MADGANDetector.config_for((5, 2), epochs=1, hidden_dim=4, latent_dim=2))
+    detector = build("madgan", InputSpec("window", (5, 2)), {"network": {"hidden_dim": 4, "latent_dim": 2}, "training": {"epochs": 1},
+                                                            "search": {"lr_theta": 0.0}}, base={})
     series = np.zeros((20, 2), np.float32)
     series[12, 0] = np.inf
     stack = WindowStack([sliding_windows(series, 5, 5)])  # windows start at 0, 5, 10, 15: the third covers point 12

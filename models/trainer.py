@@ -1,0 +1,262 @@
+"""The one GAN trainer: every model's adversarial training (DCGAN, ADGAN, AnoGAN, EGBAD, GANomaly, MAD-GAN).
+
+A model subclasses ``GANDetector``: it builds its networks in ``build_networks``, its optimisers in
+``build_optimizers`` and does one adversarial update in ``train_step``. This class owns the rest: the epoch loop
+with shuffling and noise drawn from streams seeded by (seed, epoch), a checkpoint after every epoch (weights,
+optimiser states, history; no RNG state is needed) and resume from it, a clear stop on a non-finite loss, progress
+bars, the fixed-noise sample grid, and sampling. A resumed run ends with exactly the weights of an uninterrupted one.
+
+A checkpoint is identified by (trained_as, training_key, data_key): how the networks are trained, the settings that
+shape training (inputs, network, training; never the scoring settings) and the training data. DCGAN, ADGAN and AnoGAN
+train the same GAN, so a checkpoint of one resumes, or when complete is reused by, the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .base import Detector, InputSpec, ModelConfig, evaluating, to_uint8
+from .device import Stream, derived_generator
+from .errors import GadflowError
+from .settings import Settings, setting
+from .storage import atomic_torch_save, data_key, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.pt"  # the checkpoint fit() keeps in its checkpoint folder
+
+
+@dataclass(frozen=True)
+class TrainingConfig(Settings):
+    """How a GAN is trained: Adam on its networks, minibatches of normal samples, ``epochs`` passes."""
+
+    seed: int = 0  # initial weights, shuffling, noise: every random stream of training derives from it
+    epochs: int = setting(20, ge=1, le=10_000)
+    batch_size: int = setting(64, ge=2, le=65_536)
+    lr_g: float = setting(2e-4, gt=0.0, le=1.0)  # the generator's (and encoders') Adam step
+    lr_d: float = setting(2e-4, gt=0.0, le=1.0)  # the discriminator's
+    beta1: float = setting(0.5, ge=0.0, lt=1.0)  # Adam's first-moment decay (Radford et al.: 0.5)
+    n_fixed_samples: int = setting(64, ge=1, le=4096)  # the fixed-noise sample grid recorded after every epoch
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    seconds: float
+    stats: dict[str, float]  # epoch means of what train_step reports, e.g. loss_d, loss_g
+
+    def as_dict(self) -> dict[str, float]:
+        return {"epoch": self.epoch, **self.stats, "seconds": self.seconds}
+
+
+EpochCallback = Callable[[EpochStats, np.ndarray], None]  # (record, fixed-noise samples as inputs)
+
+
+class GANDetector(Detector):
+    """A detector whose networks are a GAN: the resumable training loop around ``train_step``."""
+
+    # Whether train_step draws from torch's global RNG (dropout masks): the loop then seeds it from the epoch's
+    # stream inside a fork. The draw is part of the epoch stream, so it stays as each model has always had it.
+    draws_global_rng: ClassVar[bool] = True
+
+    def __init__(self, config: ModelConfig, inputs: InputSpec) -> None:
+        super().__init__(config, inputs)
+        with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed only
+            torch.manual_seed(config.training.seed)
+            self.build_networks()
+        for net in self.networks().values():
+            net.to(self.device)
+        self.history: list[EpochStats] = []
+
+    # --- what subclasses provide -------------------------------------------------------
+    def build_networks(self) -> None:
+        raise NotImplementedError
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, real: torch.Tensor, gen: torch.Generator, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """One adversarial update on a model-space batch; returns scalar statistics (losses named loss_*)."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, noise_dim) -> a model-space sample (B, ...)."""
+        raise NotImplementedError
+
+    def trained_networks(self) -> dict[str, nn.Module]:
+        """The networks adversarial training updates and a checkpoint holds (default: all of them)."""
+        return self.networks()
+
+    def after_training(self, inputs: np.ndarray, progress: bool) -> None:
+        """Fits that follow the GAN on the same training inputs (an inverting encoder, score statistics)."""
+
+    @property
+    def trained_as(self) -> str:
+        """How the networks are trained: models that train the same GAN share checkpoints."""
+        return self.kind
+
+    @property
+    def noise_dim(self) -> int:
+        """Size of the flat latent vector ``decode`` takes."""
+        return self.config.network.latent_dim
+
+    # --- helpers for subclasses ----------------------------------------------------------
+    def adam(self, *modules: nn.Module, lr: float) -> torch.optim.Adam:
+        params = [p for m in modules for p in m.parameters()]
+        return torch.optim.Adam(params, lr=lr, betas=(self.config.training.beta1, 0.999))
+
+    def noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """(n, noise_dim) standard-normal draws from ``gen`` (CPU), on the model's device."""
+        return torch.randn(n, self.noise_dim, generator=gen).to(self.device)
+
+    def nonsaturating_step(self, real: torch.Tensor, z: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """The standard GAN update of ``self.generator`` against ``self.discriminator`` (D's logits: any shape).
+
+        D first: maximise log D(x) + log(1 − D(G(z))) on G(z) detached; then G (non-saturating): maximise log D(G(z)).
+        """
+        fake = self.generator(z)
+        logit_real = self.discriminator(real)
+        logit_fake = self.discriminator(fake.detach())
+        ones, zeros = torch.ones_like(logit_real), torch.zeros_like(logit_fake)
+        loss_d = F.binary_cross_entropy_with_logits(logit_real, ones) + F.binary_cross_entropy_with_logits(logit_fake, zeros)
+        optimizers["d"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        optimizers["d"].step()
+
+        loss_g = F.binary_cross_entropy_with_logits(self.discriminator(fake), torch.ones_like(logit_fake))
+        optimizers["g"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizers["g"].step()
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+                "d_real": torch.sigmoid(logit_real).mean().detach(), "d_fake": torch.sigmoid(logit_fake).mean().detach()}
+
+    def from_model_space(self, x: torch.Tensor) -> np.ndarray:
+        """Model-space samples -> inputs: uint8 images (B, C, H, W) or float32 values."""
+        return to_uint8(x) if self.is_image else x.detach().cpu().numpy().astype(np.float32)
+
+    # --- sampling --------------------------------------------------------------------------
+    def sample(self, n: int, seed: int, batch_size: int = 1024) -> np.ndarray:
+        """n samples decoded from z ~ N(0, I), as inputs (quantised like real images). Deterministic per (seed, batch_size)."""
+        gen = derived_generator(seed, Stream.SAMPLE)
+        out = []
+        with evaluating(self.networks().values()):
+            for start in range(0, n, batch_size):
+                out.append(self.from_model_space(self.decode(self.noise(min(batch_size, n - start), gen))))
+        return np.concatenate(out) if out else np.zeros((0, *self.input_shape), self.input_dtype)
+
+    # --- training ----------------------------------------------------------------------------
+    def training_key(self) -> str:
+        """What a checkpoint must match to be resumed: the inputs, the network and the training settings."""
+        return json.dumps({"inputs": self.inputs.to_dict(), "network": self.config.network.to_dict(),
+                           "training": self.config.training.to_dict()}, sort_keys=True)
+
+    def checkpoint_identity(self, key: str) -> tuple[str, str, str]:
+        """What a checkpoint must carry to be resumed (or reused) by this detector, for data with ``key``."""
+        return (self.trained_as, self.training_key(), key)
+
+    def fit(self, inputs: np.ndarray, checkpoint_dir: Path | None = None, on_epoch_end: EpochCallback | None = None, progress: bool = True) -> list[EpochStats]:
+        """Train on normal inputs; resume from ``checkpoint_dir`` if it holds a checkpoint of this config and data."""
+        self.check_input(inputs)
+        if len(inputs) < 2:
+            raise GadflowError(f"need at least 2 training samples, got {len(inputs)}")
+        cfg = self.config.training
+        # Batches are gathered from the inputs as they are needed: a memory-mapped or lazily windowed
+        # split is never copied whole.
+        key = data_key(inputs, dtype=self.input_dtype)
+        optimizers = self.build_optimizers()
+        start_epoch = self._resume(checkpoint_dir, optimizers, key)
+        fixed_z = torch.randn(cfg.n_fixed_samples, self.noise_dim, generator=derived_generator(cfg.seed, Stream.FIXED_NOISE))
+        for epoch in range(start_epoch, cfg.epochs):
+            record = self._train_epoch(inputs, epoch, optimizers, progress)
+            self.history.append(record)
+            if checkpoint_dir is not None:
+                self._save_checkpoint(Path(checkpoint_dir), epoch + 1, optimizers, key)
+            log.info("epoch %d/%d  %s  %.1fs", record.epoch, cfg.epochs, "  ".join(f"{k} {v:.4f}" for k, v in record.stats.items()), record.seconds)
+            if on_epoch_end is not None:
+                with evaluating(self.networks().values()):
+                    on_epoch_end(record, self.from_model_space(self.decode(fixed_z.to(self.device))))
+        for net in self.networks().values():
+            net.eval()
+        self.after_training(inputs, progress)
+        return self.history
+
+    def _batch(self, inputs: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
+        """Rows idx (a CPU index tensor) of the inputs, gathered into a new tensor on the model's device."""
+        return self.to_model_space(torch.from_numpy(np.asarray(inputs[idx.numpy()], dtype=self.input_dtype)))
+
+    def _train_epoch(self, inputs: np.ndarray, epoch: int, optimizers: dict[str, torch.optim.Optimizer], progress: bool) -> EpochStats:
+        cfg = self.config.training
+        for net in self.trained_networks().values():
+            net.train()
+        gen = derived_generator(cfg.seed, epoch)  # shuffling and noise of this epoch only
+        order = torch.randperm(len(inputs), generator=gen)
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < 2:
+            batches.pop()  # BatchNorm cannot train on a batch of one
+        sums: dict[str, float] = {}
+        start = time.perf_counter()
+        bar = tqdm(batches, desc=f"{self.kind} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=not progress or None)
+        global_rng = contextlib.nullcontext()
+        if self.draws_global_rng:  # dropout draws from the global RNG: seeded from this epoch's stream, restored after
+            global_rng = torch.random.fork_rng(devices=[] if self.device.type == "cpu" else None)
+        with global_rng:
+            if self.draws_global_rng:
+                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            for step, idx in enumerate(bar):
+                stats = {k: float(v) for k, v in self.train_step(self._batch(inputs, idx), gen, optimizers).items()}
+                bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+                if bad:
+                    raise GadflowError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} ({bad}); lower the learning rates. Nothing after epoch {epoch} was saved")
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k.startswith("loss")})
+        return EpochStats(epoch + 1, time.perf_counter() - start, {k: v / max(len(batches), 1) for k, v in sums.items()})
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _save_checkpoint(self, directory: Path, epochs_done: int, optimizers: dict[str, torch.optim.Optimizer], key: str) -> None:
+        trained_as, training_key, data = self.checkpoint_identity(key)
+        atomic_torch_save(directory / LAST_CHECKPOINT, {
+            "trained_as": trained_as,
+            "training_key": training_key,
+            "data_key": data,
+            "epochs_done": epochs_done,
+            "state": {name: net.state_dict() for name, net in self.trained_networks().items()},
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "history": json.dumps([asdict(r) for r in self.history]),
+        })
+
+    def _resume(self, checkpoint_dir: Path | None, optimizers: dict[str, torch.optim.Optimizer], key: str) -> int:
+        """Load the last checkpoint if this config made it on this data; return the next epoch."""
+        if checkpoint_dir is None or not (Path(checkpoint_dir) / LAST_CHECKPOINT).exists():
+            return 0
+        path = Path(checkpoint_dir) / LAST_CHECKPOINT
+        ckpt = load_checkpoint(path)
+        if checkpoint_identity(ckpt) != self.checkpoint_identity(key):
+            log.warning("%s was made with another model, config or data: training from scratch", path)
+            return 0
+        for name, net in self.trained_networks().items():
+            net.load_state_dict(ckpt["state"][name])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        self.history = [EpochStats(**r) for r in json.loads(ckpt["history"])]
+        log.info("resumed from %s after epoch %d of %d", path, ckpt["epochs_done"], self.config.training.epochs)
+        return int(ckpt["epochs_done"])
+
+
+def checkpoint_identity(checkpoint: dict) -> tuple[str, str, str]:
+    """(trained_as, training_key, data_key) of a loaded checkpoint: what must match for it to be resumed or reused."""
+    return (str(checkpoint.get("trained_as")), str(checkpoint.get("training_key")), str(checkpoint.get("data_key")))

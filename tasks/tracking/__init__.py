@@ -1,0 +1,1 @@
+"""MLflow: registration, the promotion gate, the served pyfunc, nightly scoring."""
