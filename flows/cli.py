@@ -239,7 +239,8 @@ def repro(
 
     With --warm (the default) each stage's `gadflow` command runs in a child forked from one process that imported
     torch, mlflow and the pipeline once (flows/stage_runner.py), which saves seconds per stage. That process imports
-    while dvc.yaml is written.
+    while dvc.yaml is written and `dvc status` runs. When no stage is stale (and no arguments were passed on), the
+    runner is stopped and `dvc repro`, which would only repeat that check, is not run.
     """
     import subprocess
     import tempfile
@@ -255,8 +256,19 @@ def repro(
             socket_path = stack.enter_context(warm_stage_runner(socket_dir / "runner.sock", Path(env["PREFECT_HOME"]) / RUNNER_LOG, env))
             env[SOCKET_ENV] = str(socket_path)
         _write_stages(Path("params.yaml"))
+        if not ctx.args and _up_to_date(dvc):
+            typer.echo("dvc status: no stage is stale; nothing to run")
+            raise typer.Exit(0)  # leaving the block stops the runner without waiting on its imports
         code = subprocess.run([dvc, "repro", *ctx.args], env=env).returncode
     raise typer.Exit(code)
+
+
+def _up_to_date(dvc: str) -> bool:
+    """Whether `dvc status` finds no stale stage (an error counts as stale: `dvc repro` will report it)."""
+    import subprocess
+
+    status = subprocess.run([dvc, "status", "--json"], capture_output=True, text=True)
+    return status.returncode == 0 and status.stdout.strip() in ("", "{}")
 
 
 def _write_stages(params: Path) -> None:
