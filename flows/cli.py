@@ -220,11 +220,11 @@ def train_all(
     register: bool = typer.Option(True, help="log and register each model in MLflow"),
 ) -> None:
     """Run every (dataset, model) cell; fail with a table of the cells that failed, after all have run."""
-    _load(params, overlay)  # a bad params file fails here, before Prefect's start-up cost
-    from flows.train_all import train_all_flow
+    from flows.train_all import cells_to_run, train_all_flow
 
-    _quiet_prefect_tracebacks()
     names = [n.strip() for n in experiments.split(",") if n.strip()]
+    cells_to_run(_load(params, overlay), str(params), names, concurrency)  # bad params or cells fail here, before Prefect starts a server
+    _quiet_prefect_tracebacks()
     for line in train_all_flow(str(params), names or None, deployment or None, concurrency, register, [str(o) for o in overlay]):
         typer.echo(line)
 
@@ -272,15 +272,17 @@ def _up_to_date(dvc: str) -> bool:
 
 
 def _write_stages(params: Path) -> None:
-    from flows.dvc_stages import write_dvc_yaml
+    from flows.dvc_stages import prune_lock, write_dvc_yaml
 
     typer.echo("dvc.yaml: written" if write_dvc_yaml(params, Path("dvc.yaml")) else "dvc.yaml: already current")
+    if dead := prune_lock(Path("dvc.yaml"), Path("dvc.lock")):
+        typer.echo(f"dvc.lock: dropped {len(dead)} entries of stages dvc.yaml no longer has ({', '.join(dead)})")
 
 
 @app.command()
 @user_errors
 def stages(check: bool = typer.Option(False, help="only check that dvc.yaml is current (exit 2 when not)"), params: Path = ParamsOption) -> None:
-    """Write dvc.yaml: one stage per dataset step and per experiment step, each depending on exactly the files it runs."""
+    """Write dvc.yaml: one stage per dataset step, two per experiment (model, report), each depending on exactly the files it runs."""
     from flows.dvc_stages import render_dvc_yaml
     from tasks.settings import ParamsError
 

@@ -1,5 +1,6 @@
-"""dvc.yaml, made from params.yaml: one stage per dataset step and per experiment step, each depending on exactly the
-project files it runs and the params it reads, so that DVC reruns only what a change touches.
+"""dvc.yaml, made from params.yaml: one stage per dataset step, two per experiment (`model`: train, calibrate, score;
+`report`: report, register, promote), each depending on exactly the project files it runs and the params it reads, so
+that DVC reruns only what a change touches.
 
 A stage's code dependencies are the import closure (read from the source, not by importing it) of the modules that do
 its work: the step's module, plus the modules its entry selects by name (the format's reader, the data kind's
@@ -11,6 +12,7 @@ when params.yaml's datasets or experiments change; `gadflow stages --check` says
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -30,8 +32,7 @@ STEP_MODULES = {  # what each stage runs, beside the modules its entry selects
     "download": ("tasks.sources.download",),
     "generate": ("tasks.sources.rgbd",),
     "prepare": ("tasks.steps.prepare",),
-    "train": ("tasks.steps.train",),
-    "score": ("tasks.steps.calibrate", "tasks.steps.score"),
+    "model": ("tasks.steps.train", "tasks.steps.calibrate", "tasks.steps.score"),  # train, then calibrate + score
     "report": ("tasks.steps.report", "tasks.tracking.register", "tasks.tracking.promote", "tasks.tracking.pyfunc"),  # report, register, promote
 }
 
@@ -117,7 +118,7 @@ def _declared(raw: dict, key: str) -> bool:
     return True
 
 
-def _make_stage(cmd: str, code: tuple[str, ...], params: list[str], deps: list[str] = (), outs: list = (), **more) -> dict:
+def _make_stage(cmd: str | list[str], code: tuple[str, ...], params: list[str], deps: list[str] = (), outs: list = (), **more) -> dict:
     stage = {"cmd": cmd, "deps": [*deps, *closure(code)]}
     if params:
         stage["params"] = params
@@ -131,7 +132,7 @@ def stages(params: Params, raw: dict) -> dict[str, dict]:
     """Every stage of the pipeline for these params (``raw``: the same, as read from the file), in the order they run."""
     out: dict[str, dict] = {}
 
-    def _stage(cmd: str, code: tuple[str, ...], keys: list[str], **parts) -> dict:
+    def _stage(cmd: str | list[str], code: tuple[str, ...], keys: list[str], **parts) -> dict:
         return _make_stage(cmd, code, [k for k in keys if _declared(raw, k)], **parts)
 
     for name in params.download:
@@ -149,10 +150,12 @@ def stages(params: Params, raw: dict) -> dict[str, dict]:
         root, data = f"outputs/{name}", f"data/prepared/{exp.data}"
         selected = (model_module(exp.model.kind), ADAPTERS[params.data_kind(exp.data)])  # the model and its data's adapter
         key = f"experiments.{name}"
-        out[f"train.{name}"] = _stage(f"gadflow train {name}", (*STEP_MODULES["train"], *selected), [f"{key}.data", f"{key}.model"], deps=[data],
-                                      outs=[{f"{root}/train": {"persist": True, "cache": False}}, f"{root}/model"])  # checkpoints survive for resume
-        out[f"score.{name}"] = _stage(f"gadflow score {name}", (*STEP_MODULES["score"], *selected), [f"{key}.calibrate", f"{key}.score"],
-                                      deps=[data, f"{root}/model"], outs=[f"{root}/calibration", f"{root}/scores"])
+        # Training, calibration and scoring share one stage: DVC parses and rewrites the whole lock after every stage,
+        # so a stage costs seconds. A calibrate or score setting reruns it, and training then resumes from its
+        # finished checkpoint (train/ persists), which trains nothing and gives the same weights.
+        out[f"model.{name}"] = _stage([f"gadflow train {name}", f"gadflow score {name}"], (*STEP_MODULES["model"], *selected),
+                                      [f"{key}.data", f"{key}.model", f"{key}.calibrate", f"{key}.score"], deps=[data],
+                                      outs=[{f"{root}/train": {"persist": True, "cache": False}}, f"{root}/model", f"{root}/calibration", f"{root}/scores"])
         kind_report = (KIND_REPORTS[kind],) if (kind := params.data_kind(exp.data)) in KIND_REPORTS else ()
         # the report, then (idempotent) registration and the promotion gate: a report-only change registers no new version
         out[f"report.{name}"] = _stage(
@@ -164,6 +167,9 @@ def stages(params: Params, raw: dict) -> dict[str, dict]:
                    {f"{root}/report/roc.csv": {"cache": False, "x": "fpr", "y": "tpr", "title": "ROC"}},
                    {f"{root}/report/pr.csv": {"cache": False, "x": "recall", "y": "precision", "title": "Precision-recall"}}])
     return out
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -187,3 +193,26 @@ def write_dvc_yaml(params_file: Path, dvc_yaml: Path) -> bool:
 
     atomic_write_text(dvc_yaml, text)
     return True
+
+
+LOCK_STAGE = re.compile(r"^  (\S[^:]*):\s*$", re.MULTILINE)  # a stage's entry in dvc.lock (`stages:`, then two spaces)
+
+
+def prune_lock(dvc_yaml: Path, dvc_lock: Path) -> list[str]:
+    """Drop dvc.lock's entries for stages dvc.yaml no longer has; return their names.
+
+    DVC keeps a removed stage's entry in dvc.lock (only `dvc remove` drops it), and it parses and rewrites the
+    whole lock after every stage it runs, so dead entries cost time on every run. The entries are removed with
+    DVC's own YAML round trip, which keeps the rest of the file as DVC wrote it.
+    """
+    if not dvc_lock.is_file():
+        return []
+    current = set(yaml.load(dvc_yaml.read_text(), Loader=_Loader)["stages"])
+    dead = [name for name in LOCK_STAGE.findall(dvc_lock.read_text()) if name not in current]
+    if dead:
+        from dvc.utils.serialize import modify_yaml  # DVC's own format; imported only when there is something to drop
+
+        with modify_yaml(dvc_lock) as lock:
+            for name in dead:
+                lock["stages"].pop(name, None)
+    return dead

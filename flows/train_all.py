@@ -16,7 +16,7 @@ from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from models.errors import GadflowError
-from tasks.params import ParamsError, load_params
+from tasks.params import Params, ParamsError, load_params
 from tasks.tracking.register import one_line
 
 from flows.pipeline import experiment_flow
@@ -67,17 +67,22 @@ def run_cell(experiment: str, params_file: str, overlays: list[str], deployment:
     return CellResult(experiment, "Completed", str(detail))
 
 
-@flow(name="train-all")
-def train_all_flow(params_file: str = "params.yaml", experiments: list[str] | None = None, deployment: str | None = None,
-                   concurrency: int = 2, to_registry: bool = True, overlays: list[str] | None = None) -> list[str]:
-    """Run every experiment cell (or those named); returns what each produced, or fails with a table of failed cells."""
-    params = load_params(params_file, overlays or ())
+def cells_to_run(params: Params, params_file: str, experiments: list[str] | None, concurrency: int) -> list[str]:
+    """The cells a train-all run takes (those named, else every experiment), or a ParamsError before any runs."""
     cells = list(experiments) if experiments else list(params.experiments)
     unknown = [c for c in cells if c not in params.experiments]
     if unknown:
         raise ParamsError(f"train-all: no such experiment in {params_file}: {', '.join(unknown)}; it has: {', '.join(params.experiments)}")
     if concurrency < 1:
         raise ParamsError(f"train-all: concurrency must be at least 1, got {concurrency}")
+    return cells
+
+
+@flow(name="train-all")
+def train_all_flow(params_file: str = "params.yaml", experiments: list[str] | None = None, deployment: str | None = None,
+                   concurrency: int = 2, to_registry: bool = True, overlays: list[str] | None = None) -> list[str]:
+    """Run every experiment cell (or those named); returns what each produced, or fails with a table of failed cells."""
+    cells = cells_to_run(load_params(params_file, overlays or ()), params_file, experiments, concurrency)
     workers = concurrency if deployment else 1
     log.info("train-all: %d cells %s, at most %d at a time", len(cells), f"through deployment {deployment}" if deployment else "in this process", workers)
     with ThreadPoolTaskRunner(max_workers=workers) as runner:

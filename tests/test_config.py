@@ -478,13 +478,28 @@ def test_cli_stages_check_passes_on_the_repository(cli, monkeypatch, tmp_path):
     assert result.output.strip().splitlines() == [f"gadflow: error: dvc.yaml is not the one {PARAMS} makes; run `gadflow stages`"]
 
 
+
+def test_stages_drop_the_lock_entries_of_stages_dvc_yaml_no_longer_has(cli, monkeypatch, tmp_path):
+    """DVC keeps a removed stage's lock entry and rewrites the whole lock after every stage: `gadflow stages` drops it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    entry = "    cmd: gadflow {0}\n    deps:\n    - path: tasks/x.py\n      hash: md5\n      md5: d41d8cd98f00b204e9800998ecf8427e\n      size: 7\n"
+    live, dead = f"model.{EXP}", "experiment@mnist-dcgan"
+    (tmp_path / "dvc.lock").write_text(f"schema: '2.0'\nstages:\n  {dead}:\n{entry.format('run')}  {live}:\n{entry.format('train')}")
+    result = cli("stages", "--params", PARAMS)
+    assert result.exit_code == 0, result.output
+    assert f"dvc.lock: dropped 1 entries of stages dvc.yaml no longer has ({dead})" in result.output
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    assert list(lock["stages"]) == [live] and lock["stages"][live]["deps"] == [{"path": "tasks/x.py", "hash": "md5", "md5": "d41d8cd98f00b204e9800998ecf8427e", "size": 7}]
+    assert "dropped" not in cli("stages", "--params", PARAMS).output  # nothing left to drop
+
+
 # What each stage's command runs (flows/cli.py), beside the modules its params entry selects.
 STAGE_STEPS = {
     "download": ("tasks.sources.download",),
     "generate": ("tasks.sources.rgbd",),
     "prepare": ("tasks.steps.prepare",),
-    "train": ("tasks.steps.train",),
-    "score": ("tasks.steps.calibrate", "tasks.steps.score"),
+    "model": ("tasks.steps.train", "tasks.steps.calibrate", "tasks.steps.score"),  # train, then score (calibrate + score)
     "report": ("tasks.steps.report", "tasks.tracking.register", "tasks.tracking.promote", "tasks.tracking.pyfunc"),  # report --register
 }
 
@@ -550,8 +565,7 @@ def stage_modules() -> dict[str, tuple[str, ...]]:
     for name, exp in params.experiments.items():
         kind = params.data_kind(exp.data)
         selected = (model_module(exp.model.kind), ADAPTERS[kind])
-        for step in ("train", "score"):
-            out[f"{step}.{name}"] = (*STAGE_STEPS[step], *selected)
+        out[f"model.{name}"] = (*STAGE_STEPS["model"], *selected)
         out[f"report.{name}"] = (*STAGE_STEPS["report"], *selected, *([KIND_REPORTS[kind]] if kind in KIND_REPORTS else []))
     return out
 
@@ -573,10 +587,10 @@ def imported(stage_modules) -> dict[tuple[str, ...], set[str]]:
 def test_dvc_yaml_is_made_from_params_yaml(rendered):
     params = load_params(PARAMS)
     expected = {f"download.{d}" for d in params.download} | {f"generate.{g}" for g in params.generate} | {f"prepare.{p}" for p in params.prepare}
-    expected |= {f"{step}.{e}" for e in params.experiments for step in ("train", "score", "report")}
+    expected |= {f"{step}.{e}" for e in params.experiments for step in ("model", "report")}
     assert set(rendered) == expected
     assert not [name for name in rendered if "@" in name]
-    assert rendered[f"train.{EXP}"]["cmd"] == f"gadflow train {EXP}"
+    assert rendered[f"model.{EXP}"]["cmd"] == [f"gadflow train {EXP}", f"gadflow score {EXP}"]  # score: calibrate, then score
     assert rendered[f"report.{EXP}"]["cmd"] == f"gadflow report {EXP} --register"  # the report, then registration and the gate
 
 

@@ -180,3 +180,14 @@ def test_each_step_writes_only_its_own_folder(chain, sqlite_registry, tmp_path):
     assert sorted(p.name for p in layout.root.iterdir()) == sorted(
         f.name for f in (layout.train_dir, layout.model_dir, layout.calibration_dir, layout.scores_dir, layout.report_dir,
                          layout.registry_dir, layout.promotion_dir))
+    # A calibrate or score setting reruns the model stage: DVC removes model/ (train/ persists), and the train step
+    # resumes its finished checkpoint, which trains nothing and saves the very same weights.
+    from models.storage import load_checkpoint
+    from models.trainer import LAST_CHECKPOINT
+
+    trained = load_checkpoint(layout.model_dir / "model.pt")["model_id"]
+    checkpoint = (layout.checkpoints / LAST_CHECKPOINT).stat().st_mtime_ns
+    shutil.rmtree(layout.model_dir)
+    STEPS.train(exp, layout)
+    assert load_checkpoint(layout.model_dir / "model.pt")["model_id"] == trained
+    assert (layout.checkpoints / LAST_CHECKPOINT).stat().st_mtime_ns == checkpoint  # no epoch ran, so none was saved

@@ -47,4 +47,5 @@ def test_train_all_refuses_unknown_cells_before_running_any(tmp_path):
     result = gadflow(["train-all", "--overlay", "smoke.yaml", "--experiments", "rgbd-adgan,no-such-cell"], tmp_path)
     assert result.returncode == 2
     assert "train-all: no such experiment in params.yaml: no-such-cell" in result.stderr
+    assert "Starting temporary server" not in result.stdout + result.stderr  # refused before Prefect starts a server
     assert not (tmp_path / "outputs").exists()
