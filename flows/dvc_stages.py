@@ -208,11 +208,12 @@ def prune_lock(dvc_yaml: Path, dvc_lock: Path) -> list[str]:
     if not dvc_lock.is_file():
         return []
     current = set(yaml.load(dvc_yaml.read_text(), Loader=_Loader)["stages"])
-    dead = [name for name in LOCK_STAGE.findall(dvc_lock.read_text()) if name not in current]
-    if dead:
-        from dvc.utils.serialize import modify_yaml  # DVC's own format; imported only when there is something to drop
+    if all(name in current for name in LOCK_STAGE.findall(dvc_lock.read_text())):  # a quick look, without parsing the lock
+        return []
+    from dvc.utils.serialize import modify_yaml  # DVC's own format; imported only when there may be something to drop
 
-        with modify_yaml(dvc_lock) as lock:
-            for name in dead:
-                lock["stages"].pop(name, None)
+    with modify_yaml(dvc_lock) as lock:
+        dead = [name for name in lock.get("stages", {}) if name not in current]
+        for name in dead:
+            del lock["stages"][name]
     return dead
