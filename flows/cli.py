@@ -276,7 +276,8 @@ def _write_stages(params: Path) -> None:
 
     typer.echo("dvc.yaml: written" if write_dvc_yaml(params, Path("dvc.yaml")) else "dvc.yaml: already current")
     if dead := prune_lock(Path("dvc.yaml"), Path("dvc.lock")):
-        typer.echo(f"dvc.lock: dropped {len(dead)} entries of stages dvc.yaml no longer has ({', '.join(dead)})")
+        typer.echo(f"dvc.lock: dropped the entr{'y' if len(dead) == 1 else 'ies'} of {len(dead)} stage{'' if len(dead) == 1 else 's'} "
+                   f"dvc.yaml no longer has: {', '.join(dead)}")
 
 
 @app.command()

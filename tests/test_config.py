@@ -478,7 +478,6 @@ def test_cli_stages_check_passes_on_the_repository(cli, monkeypatch, tmp_path):
     assert result.output.strip().splitlines() == [f"gadflow: error: dvc.yaml is not the one {PARAMS} makes; run `gadflow stages`"]
 
 
-
 def test_stages_drop_the_lock_entries_of_stages_dvc_yaml_no_longer_has(cli, monkeypatch, tmp_path):
     """DVC keeps a removed stage's lock entry and rewrites the whole lock after every stage: `gadflow stages` drops it."""
     monkeypatch.chdir(tmp_path)
@@ -488,7 +487,7 @@ def test_stages_drop_the_lock_entries_of_stages_dvc_yaml_no_longer_has(cli, monk
     (tmp_path / "dvc.lock").write_text(f"schema: '2.0'\nstages:\n  {dead}:\n{entry.format('run')}  {live}:\n{entry.format('train')}")
     result = cli("stages", "--params", PARAMS)
     assert result.exit_code == 0, result.output
-    assert f"dvc.lock: dropped 1 entries of stages dvc.yaml no longer has ({dead})" in result.output
+    assert f"dvc.lock: dropped the entry of 1 stage dvc.yaml no longer has: {dead}" in result.output
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
     assert list(lock["stages"]) == [live] and lock["stages"][live]["deps"] == [{"path": "tasks/x.py", "hash": "md5", "md5": "d41d8cd98f00b204e9800998ecf8427e", "size": 7}]
     assert "dropped" not in cli("stages", "--params", PARAMS).output  # nothing left to drop
