@@ -20,6 +20,8 @@ MODELS = {  # name -> "module:class"
     "egbad": "models.egbad:EGBADDetector",
     "ganomaly": "models.ganomaly:GANomalyDetector",
     "madgan": "models.madgan:MADGANDetector",
+    "knn": "models.reference:KNNDetector",  # references without a GAN, fitted on the same training normals
+    "pca": "models.reference:PCADetector",
 }
 
 

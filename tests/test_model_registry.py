@@ -132,7 +132,8 @@ def test_save_load_round_trip_gives_identical_scores(trained, tmp_path, kind, in
     loaded = load_detector(tmp_path, device="cpu")
     assert type(loaded) is type(detector) and loaded.config == detector.config and loaded.model_id == detector.model_id
     np.testing.assert_array_equal(loaded.score(x), detector.score(x))
-    np.testing.assert_array_equal(loaded.sample(4, seed=1), detector.sample(4, seed=1))
+    if detector.capabilities.generator:  # the references draw no samples
+        np.testing.assert_array_equal(loaded.sample(4, seed=1), detector.sample(4, seed=1))
 
 
 @pytest.mark.parametrize("kind, input_kind", CASES)
@@ -141,8 +142,11 @@ def test_same_seed_gives_same_scores(trained, kind, input_kind):
     again = fitted(kind, input_kind)
     x = normal_inputs(input_kind, 12, seed=6)
     np.testing.assert_array_equal(again.score(x), trained(kind, input_kind).score(x))
-    other = fitted(kind, input_kind, {"training": {"seed": 1}})
-    assert other.model_id != again.model_id
+    if capabilities(kind).generator:  # a reference's fit has no seed: the same data give the same model
+        other = fitted(kind, input_kind, {"training": {"seed": 1}})
+        assert other.model_id != again.model_id
+    else:
+        assert again.model_id == trained(kind, input_kind).model_id
 
 
 @pytest.mark.parametrize("kind, input_kind", CASES)

@@ -112,7 +112,13 @@ def pr_plot(labels: np.ndarray, scores: np.ndarray, operating_points: dict[str, 
 
 
 def loss_curves(history: list[dict], path: Path, title: str) -> Path:
-    """Per-epoch losses (every ``loss_*`` key), and mean D(x) / D(G(z)) where recorded."""
+    """Per-epoch losses (every ``loss_*`` key), and mean D(x) / D(G(z)) where recorded; a note where there are no epochs."""
+    if not history:  # a reference detector is fitted in one pass
+        fig, ax = plt.subplots(figsize=(8, 1.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no training epochs: this model is fitted in one pass", ha="center", va="center")
+        fig.suptitle(title, fontsize=10)
+        return _save(fig, path)
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
     losses = [k for k in history[0] if k.startswith("loss_")] if history else []

@@ -3,7 +3,8 @@
 Thresholds are fitted on what the data kind labels: a series' calibration and POT thresholds on the point scores of
 the calibration series (the same window-to-point rule as the test series). The Monte Carlo one is a quantile of
 generated samples' scores, so for a model whose samples are not what is labelled (windows, where points are
-labelled) it is reported, never used to label (its summary says ``applies_to: windows``).
+labelled) it is reported, never used to label (its summary says ``applies_to: windows``). A model without a generator
+(the reference detectors) has no Monte Carlo threshold; its summary says why.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ..params import Experiment
 
 log = logging.getLogger(__name__)
+NO_GENERATOR = "'{kind}' has no generator, so there are no Monte Carlo samples and no Monte Carlo threshold"
 
 
 class CalibrateSettings(Strict):
@@ -58,9 +60,12 @@ def calibrate(exp: Experiment, layout: ExperimentLayout) -> Path:
     detector = load_detector(layout.model_dir)
     data = load_prepared(prepared_dir(exp.data))
     calib_scores = data.threshold_scores("calib", detector.score(data.calib, progress=True))
-    log.info("Monte Carlo: scoring %d generated samples", settings.mc_samples)
-    mc_scores = detector.score(detector.sample(settings.mc_samples, seed=settings.seed), progress=True)
-    thresholds = {"monte_carlo": mc_threshold(mc_scores, settings.nominal_fpr)}
+    if detector.capabilities.generator:
+        log.info("Monte Carlo: scoring %d generated samples", settings.mc_samples)
+        mc_scores = detector.score(detector.sample(settings.mc_samples, seed=settings.seed), progress=True)
+        thresholds = {"monte_carlo": mc_threshold(mc_scores, settings.nominal_fpr)}
+    else:
+        mc_scores, thresholds = np.zeros(0), {}
     # The labelling threshold must exist. POT is reported when computable; the conformal threshold is required
     # too unless POT labels, since POT is there for nominal FPRs too small for the calibration split.
     required = {settings.label_method} | ({"calibration"} if settings.label_method != "pot" else set())
@@ -75,9 +80,10 @@ def calibrate(exp: Experiment, layout: ExperimentLayout) -> Path:
             if method in required:
                 raise
             log.warning("%s threshold left out: %s", method, exc)
-    mc_summary = {"n": int(mc_scores.size), "mean": float(mc_scores.mean()), "std": float(mc_scores.std()),
-                  "min": float(mc_scores.min()), "max": float(mc_scores.max())}
-    if not detector.capabilities.monte_carlo_labels:  # generated windows' scores: a window quantile, not one of point scores
+    mc_summary = ({"n": int(mc_scores.size), "mean": float(mc_scores.mean()), "std": float(mc_scores.std()),
+                   "min": float(mc_scores.min()), "max": float(mc_scores.max())} if mc_scores.size else
+                  {"n": 0, "applicable": False, "reason": NO_GENERATOR.format(kind=detector.kind)})
+    if mc_scores.size and not detector.capabilities.monte_carlo_labels:  # generated windows' scores: a window quantile, not one of point scores
         mc_summary["applies_to"] = "windows"
     calibration = Calibration(model_id=detector.model_id, nominal_fpr=settings.nominal_fpr, method=settings.label_method,
                               thresholds=thresholds, calibration_scores=np.sort(calib_scores).tolist(), mc_summary=mc_summary)

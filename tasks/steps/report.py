@@ -119,8 +119,10 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
         atomic_write_text(paths["metrics"], json.dumps(metrics, indent=1))
         atomic_write_text(paths["summary"], json.dumps(summary, indent=1))
         plots = paths["plots"]
-        score_histogram({"generated (Monte Carlo)": mc_scores, "normal calibration split": np.asarray(calibration.calibration_scores)},
-                        calibration.thresholds, plots / "mc_histogram.png", f"{name}: Monte Carlo vs calibration scores")
+        groups = {"generated (Monte Carlo)": mc_scores} if mc_scores.size else {}  # none without a generator
+        score_histogram({**groups, "normal calibration split": np.asarray(calibration.calibration_scores)},
+                        calibration.thresholds, plots / "mc_histogram.png",
+                        f"{name}: {'Monte Carlo vs calibration' if groups else 'calibration'} scores")
         score_histogram({"test normal": scores[labels == 0], "test anomalous": scores[labels == 1]},
                         {m: v["threshold"] for m, v in on_test.items()}, plots / "test_histogram.png", f"{name}: test scores by class")
         roc_plot(labels, scores, {m: (v["fpr"], v["recall"]) for m, v in on_test.items()}, plots / "roc.png", f"{name}: ROC (AUROC {metrics['auroc']:.3f})")

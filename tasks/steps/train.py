@@ -64,10 +64,12 @@ def train(exp: Experiment, layout: ExperimentLayout) -> Path:
         image_grid(images, layout.sample_grid(record.epoch), f"{exp.name}: fixed-noise samples after epoch {record.epoch}{note} (loss {losses})", ncol=ncol)
 
     train_inputs = data.train  # series: a lazy WindowStack, gathered batch by batch
-    reuse_finished_gan(detector, train_inputs, layout)
+    if detector.capabilities.generator:  # a reference detector has no checkpoints: it fits in seconds
+        reuse_finished_gan(detector, train_inputs, layout)
     history = detector.fit(train_inputs, checkpoint_dir=layout.checkpoints, on_epoch_end=save_epoch_grid)
-    for stale in layout.samples.glob("epoch_*.png"):  # grids left by an earlier, longer run
-        if int(stale.stem.split("_")[1]) > exp.model.training.epochs:
+    epochs = exp.model.training.epochs if detector.capabilities.generator else 0  # a reference fits without epochs
+    for stale in layout.samples.glob("epoch_*.png"):  # grids left by an earlier, longer run (or by a GAN before)
+        if int(stale.stem.split("_")[1]) > epochs:
             stale.unlink()
     records = [r.as_dict() for r in history]
     atomic_write_text(layout.history, json.dumps(records, indent=1))

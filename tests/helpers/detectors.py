@@ -20,6 +20,8 @@ TINY: dict[str, dict] = {
                  "training": {"epochs": 20, "batch_size": 16, "n_fixed_samples": 4, "lr_g": 1e-3, "lr_d": 1e-3}},
     "madgan": {"network": {"latent_dim": 4, "hidden_dim": 16}, "training": {"epochs": 6, "batch_size": 16, "n_fixed_samples": 4, "lr_g": 1e-3, "lr_d": 1e-3},
                "search": {"n_seeds": 2, "steps": 15, "lr_z": 0.1, "lr_theta": 0.0}, "normaliser_windows": 64},
+    "knn": {"k": 5},  # the references: their defaults are already tiny
+    "pca": {"variance": 0.95},
 }
 
 

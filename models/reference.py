@@ -1,0 +1,128 @@
+"""Reference detectors without a GAN, fitted on the same training normals: every GAN is judged beside them.
+
+- ``knn``: the distance from a sample to its k-th nearest training normal (scikit-learn's exact neighbour search).
+- ``pca``: the mean squared residual of a sample after projecting it onto the principal components that explain
+  ``variance`` of the training normals' variance (scikit-learn's decomposition, full SVD: deterministic).
+
+Both take images (flattened, in the models' [-1, 1] pixel space) and feature tables. What they fit is kept as
+buffers of one module (``FittedArrays``), so model.pt, ``model_id``, loading and serving work as for the GANs. They
+have no generator: no Monte Carlo threshold, no samples, no checkpoints (fitting takes seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import Capabilities, Detector, ModelConfig
+from .errors import GadflowError
+from .settings import setting
+
+log = logging.getLogger(__name__)
+
+REFERENCE_CAPABILITIES = Capabilities(input_kinds=("image", "tabular"), monte_carlo_labels=False, generator=False)
+
+
+class FittedArrays(nn.Module):
+    """Named arrays fitted on the training normals, as buffers (their shapes come from the data, so loading
+    registers whatever the saved state holds instead of requiring buffers of fixed shapes)."""
+
+    def put(self, **arrays: np.ndarray) -> None:
+        for name, array in arrays.items():
+            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        for key, value in state_dict.items():
+            if key.startswith(prefix):
+                self.register_buffer(key[len(prefix):], value.detach().clone())
+
+
+class ReferenceDetector(Detector):
+    """Fit / score on flattened model-space inputs, (N, D) float32; no training loop, so ``fit`` returns no history."""
+
+    capabilities = REFERENCE_CAPABILITIES
+
+    def __init__(self, config: ModelConfig, inputs) -> None:
+        super().__init__(config, inputs)
+        self.fitted = FittedArrays()
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"fitted": self.fitted}
+
+    def flat(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, ...) stored inputs -> (N, D) float32 in model space (images: [-1, 1])."""
+        return self.to_model_space(inputs).reshape(len(inputs), -1).cpu().numpy()
+
+    def fit(self, inputs: np.ndarray, checkpoint_dir=None, on_epoch_end=None, progress: bool = True) -> list:
+        """Fit on normal inputs (the train step's call; there are no epochs or checkpoints). Returns no history."""
+        self.check_input(inputs)
+        self.fit_arrays(self.flat(np.asarray(inputs)))
+        return []
+
+    def fit_arrays(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class KNNConfig(ModelConfig):
+    kind: Literal["knn"] = "knn"
+    k: int = setting(5, ge=1, le=1000)  # the score is the distance to the k-th nearest training normal
+
+
+class KNNDetector(ReferenceDetector):
+    config_cls = KNNConfig
+
+    def __init__(self, config: KNNConfig, inputs) -> None:
+        super().__init__(config, inputs)
+        self._index = None  # scikit-learn's neighbour index over the training normals, built on first use
+
+    def fit_arrays(self, x: np.ndarray) -> None:
+        if len(x) <= self.config.k:
+            raise GadflowError(f"knn: k = {self.config.k} needs more than {self.config.k} training samples, got {len(x)}")
+        self.fitted.put(normals=x)  # (N, D) float32, the training normals
+        self._index = None
+        log.info("knn: %d training normals of %d features, k = %d", *x.shape, self.config.k)
+
+    def index(self):
+        if self._index is None:
+            from sklearn.neighbors import NearestNeighbors
+
+            if not hasattr(self.fitted, "normals"):
+                raise GadflowError("knn: not fitted")
+            self._index = NearestNeighbors(n_neighbors=self.config.k).fit(self.fitted.normals.cpu().numpy())
+        return self._index
+
+    def _score_batch(self, x: torch.Tensor) -> torch.Tensor:
+        distances, _ = self.index().kneighbors(x.reshape(len(x), -1).cpu().numpy())  # (B, k), ascending
+        return torch.from_numpy(distances[:, -1].astype(np.float64))
+
+
+@dataclass(frozen=True)
+class PCAConfig(ModelConfig):
+    kind: Literal["pca"] = "pca"
+    variance: float = setting(0.95, gt=0.0, lt=1.0)  # keep the components that explain this fraction of the variance
+
+
+class PCADetector(ReferenceDetector):
+    config_cls = PCAConfig
+
+    def fit_arrays(self, x: np.ndarray) -> None:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=self.config.variance, svd_solver="full").fit(x)
+        self.fitted.put(mean=pca.mean_.astype(np.float32), components=pca.components_.astype(np.float32))  # (D,), (K, D)
+        log.info("pca: %d of %d components explain %.3f of the training normals' variance",
+                 pca.n_components_, x.shape[1], float(pca.explained_variance_ratio_.sum()))
+
+    def _score_batch(self, x: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self.fitted, "components"):
+            raise GadflowError("pca: not fitted")
+        centred = x.reshape(len(x), -1) - self.fitted.mean  # (B, D)
+        components = self.fitted.components  # (K, D), orthonormal rows
+        residual = centred - (centred @ components.T) @ components  # what the K components leave out, (B, D)
+        return residual.pow(2).mean(dim=1)  # (B,)
