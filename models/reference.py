@@ -122,7 +122,7 @@ class PCADetector(ReferenceDetector):
     def _score_batch(self, x: torch.Tensor) -> torch.Tensor:
         if not hasattr(self.fitted, "components"):
             raise GadflowError("pca: not fitted")
-        centred = x.reshape(len(x), -1) - self.fitted.mean  # (B, D)
-        components = self.fitted.components  # (K, D), orthonormal rows
+        centred = x.reshape(len(x), -1) - self.fitted.mean.to(x.device)  # (B, D); the fitted arrays stay on the CPU
+        components = self.fitted.components.to(x.device)  # (K, D), orthonormal rows
         residual = centred - (centred @ components.T) @ components  # what the K components leave out, (B, D)
         return residual.pow(2).mean(dim=1)  # (B,)
