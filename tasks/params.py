@@ -55,10 +55,13 @@ class ExperimentEntry(Strict):
 
     @model_validator(mode="after")
     def _monte_carlo_labels_apply(self) -> "ExperimentEntry":
-        if self.calibrate.label_method == "monte_carlo" and not capabilities(self.model.kind).generator:
+        if self.calibrate.label_method != "monte_carlo":
+            return self
+        model = capabilities(self.model.kind)
+        if not model.generator:
             raise ValueError(f"calibrate.label_method: '{self.model.kind}' has no generator, so there is no Monte Carlo threshold; "
                              "use 'calibration' or 'pot'")
-        if self.calibrate.label_method == "monte_carlo" and not capabilities(self.model.kind).monte_carlo_labels:
+        if not model.monte_carlo_labels:
             raise ValueError(f"calibrate.label_method: '{self.model.kind}' is labelled on time points, and the Monte Carlo threshold "
                              "is a quantile of generated windows' scores; use 'calibration' or 'pot' (both fitted on the calibration series' point scores)")
         return self
