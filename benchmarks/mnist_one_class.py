@@ -2,10 +2,12 @@
 
 For each digit d: normal = d, train on its training images minus a seeded 10 % normal calibration split, test on all
 10,000 test images. Runs the pipeline's own steps (prepare, then run_experiment: train, calibrate, score, report) with
-the experiments' settings of params.yaml; nothing is registered. The digit is the benchmark's own change
+the experiments' settings of params.yaml; nothing is registered. Each GAN's reference detectors (knn, pca) run
+first on the same digit, and its row carries their AUROC and the gap to them. The digit is the benchmark's own change
 (prepare.<data>.normal_classes), recorded per row. Prints a line per run, then one JSON object as the last line.
 
-    python benchmarks/mnist_one_class.py                      # mnist-dcgan, all ten digits
+    python benchmarks/mnist_one_class.py                      # every experiment on `mnist`, all ten digits (hours on 2 cores)
+    python benchmarks/mnist_one_class.py --experiment mnist-ganomaly   # one GAN and its references (mnist-knn, mnist-pca)
     python benchmarks/mnist_one_class.py --quick              # the smoke overlay's tiny settings, digits 0 and 1
     python benchmarks/mnist_one_class.py --experiment mnist-adgan mnist-anogan --digits 4 5
                                                               # ADGAN and AnoGAN scored on one trained GAN per digit
@@ -23,6 +25,13 @@ import common
 log = common.log
 
 
+def with_references(params, experiments: list[str]) -> list[str]:
+    """The experiments to run, each one's reference detectors (models.reference) first: every GAN's report then
+    states their AUROC on the same digit's test rows, and the gap to them."""
+    ordered = [ref for e in experiments for ref in params.references_of(e)] + list(experiments)
+    return list(dict.fromkeys(ordered))
+
+
 def run_digit(loaded: common.Settings, digit: int, experiments: list[str]) -> list[dict]:
     """One row per experiment. An experiment whose GAN a sibling already trained (same model family, training settings
     and data) reuses that finished checkpoint (tasks.steps.train), so they differ only in scoring."""
@@ -38,45 +47,57 @@ def run_digit(loaded: common.Settings, digit: int, experiments: list[str]) -> li
         thresholds = metrics["thresholds"]
         rows.append({
             "experiment": experiment, "digit": digit, "auroc": metrics["auroc"], "auprc": metrics["auprc"], "nominal_fpr": metrics["nominal_fpr"],
-            "fpr_calibration": thresholds["calibration"]["fpr"], "fpr_monte_carlo": thresholds["monte_carlo"]["fpr"],
-            "f1_calibration": thresholds["calibration"]["f1"], "f1_monte_carlo": thresholds["monte_carlo"]["f1"],
-            "seconds_per_epoch": float(np.mean([h["seconds"] for h in metrics["history"]])),
+            "fpr": {m: v["fpr"] for m, v in thresholds.items()}, "f1": {m: v["f1"] for m, v in thresholds.items()},  # per threshold method
+            "reference": {r: {k: m[k] for k in ("auroc", "auroc_gap")} for r, m in metrics["reference"].items() if m["available"]},
+            "seconds_per_epoch": float(np.mean([h["seconds"] for h in metrics["history"]])) if metrics["history"] else None,
             "seconds": time.perf_counter() - start,  # training (none for an experiment that reused a sibling's GAN) to report
         })
     return rows
 
 
 def summarise(experiment: str, rows: list[dict]) -> dict:
-    return {
+    methods = list(rows[0]["fpr"])
+    nominal = rows[0]["nominal_fpr"]
+    out = {
         "experiment": experiment,
         "digits": [r["digit"] for r in rows],
         "auroc_per_digit": [round(r["auroc"], 4) for r in rows],
         "mean_auroc": float(np.mean([r["auroc"] for r in rows])),
-        "nominal_fpr": rows[0]["nominal_fpr"],
-        "fpr_calibration_per_digit": [round(r["fpr_calibration"], 4) for r in rows],
-        "fpr_monte_carlo_per_digit": [round(r["fpr_monte_carlo"], 4) for r in rows],
-        "mean_abs_fpr_error_calibration": float(np.mean([abs(r["fpr_calibration"] - r["nominal_fpr"]) for r in rows])),
-        "mean_abs_fpr_error_monte_carlo": float(np.mean([abs(r["fpr_monte_carlo"] - r["nominal_fpr"]) for r in rows])),
-        "mean_f1_calibration": float(np.mean([r["f1_calibration"] for r in rows])),
+        "nominal_fpr": nominal,
+        "fpr_per_digit": {m: [round(r["fpr"][m], 4) for r in rows] for m in methods},
+        "mean_abs_fpr_error": {m: float(np.mean([abs(r["fpr"][m] - nominal) for r in rows])) for m in methods},
+        "mean_f1": {m: float(np.mean([r["f1"][m] for r in rows])) for m in methods},
     }
+    references = rows[0]["reference"]
+    out["reference"] = {ref: {"mean_auroc": float(np.mean([r["reference"][ref]["auroc"] for r in rows])),
+                              "mean_gap": float(np.mean([r["reference"][ref]["auroc_gap"] for r in rows])),
+                              "digits_at_or_above": int(sum(r["reference"][ref]["auroc_gap"] >= 0 for r in rows))}
+                        for ref in references}
+    return out
 
 
 def main() -> None:
     parser = common.parser(__doc__)
-    parser.add_argument("--experiment", nargs="+", default=["mnist-dcgan"],
-                        help="one or more experiments on MNIST images; later ones reuse the first one's GAN when their training settings match")
+    parser.add_argument("--experiment", nargs="+", default=None,
+                        help="experiments on MNIST images (default: every one on the data `mnist`); later ones reuse the first one's GAN "
+                             "when their training settings match; their reference detectors always run first")
     parser.add_argument("--digits", type=int, nargs="*", default=None, help="default: all ten (--quick: 0 and 1)")
     args = parser.parse_args()
     loaded = common.settings(args)
+    base = loaded.params
+    requested = args.experiment or [e for e, exp in base.experiments.items() if exp.data == "mnist"]
+    experiments = with_references(base, requested)
     digits = args.digits if args.digits is not None else ([0, 1] if args.quick else list(range(10)))
     rows: list[dict] = []
     with common.workspace():
         for digit in digits:
-            for row in run_digit(loaded, digit, args.experiment):
+            for row in run_digit(loaded, digit, experiments):
                 rows.append(row)
-                log.info("%s digit %d: AUROC %.4f  AUPRC %.4f  FPR cal %.4f / MC %.4f (nominal %.2f)  %.0f s", row["experiment"], digit,
-                         row["auroc"], row["auprc"], row["fpr_calibration"], row["fpr_monte_carlo"], row["nominal_fpr"], row["seconds"])
-    common.emit("mnist_one_class", loaded, {"digits": digits, "experiments": [summarise(e, [r for r in rows if r["experiment"] == e]) for e in args.experiment],
+                fprs = " / ".join(f"{m} {v:.4f}" for m, v in row["fpr"].items())
+                gaps = "  ".join(f"{r} {v['auroc']:.4f} (gap {v['auroc_gap']:+.4f})" for r, v in row["reference"].items())
+                log.info("%s digit %d: AUROC %.4f  AUPRC %.4f  FPR %s (nominal %.2f)  %.0f s | %s", row["experiment"], digit,
+                         row["auroc"], row["auprc"], fprs, row["nominal_fpr"], row["seconds"], gaps)
+    common.emit("mnist_one_class", loaded, {"digits": digits, "experiments": [summarise(e, [r for r in rows if r["experiment"] == e]) for e in experiments],
                                             "total_seconds": float(sum(r["seconds"] for r in rows)), "rows": rows})
 
 

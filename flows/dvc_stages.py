@@ -160,7 +160,8 @@ def stages(params: Params, raw: dict) -> dict[str, dict]:
         # the report, then (idempotent) registration and the promotion gate: a report-only change registers no new version
         out[f"report.{name}"] = _stage(
             f"gadflow report {name} --register", (*STEP_MODULES["report"], *selected, *kind_report), [f"{key}.report", "register", "promote"],
-            deps=[data, f"{root}/train", f"{root}/model", f"{root}/calibration", f"{root}/scores"],
+            deps=[data, f"{root}/train", f"{root}/model", f"{root}/calibration", f"{root}/scores",
+                  *(f"outputs/{ref}/scores" for ref in params.references_of(name))],  # the references' scores, stated beside its own
             outs=[{f"{root}/report/summary.json": {"cache": False}}, {f"{root}/registry": {"cache": False}}, {f"{root}/promotion": {"cache": False}}],
             metrics=[{f"{root}/report/metrics.json": {"cache": False}}],
             plots=[{f"{root}/report/plots": {"cache": False}},

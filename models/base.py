@@ -55,6 +55,7 @@ class Capabilities:
 
     input_kinds: tuple[InputKind, ...]  # the InputSpec kinds it takes
     generator: bool = True  # draws samples (``sample``): Monte Carlo threshold, sample grids, checkpointed adversarial training
+    reference: bool = False  # a detector without a GAN (models.reference): every report on the same data states its AUROC beside its own
     monte_carlo_labels: bool = True  # its generated samples' scores can label what the pipeline labels (not so for window models: points are labelled)
     search_loss_score: bool = False  # the score is the mean final latent-search loss: the report checks the search's convergence and draws it
     anomaly_maps: bool = False  # ``anomaly_maps(images)`` gives reconstructions and per-pixel residuals

@@ -25,7 +25,7 @@ from .settings import setting
 
 log = logging.getLogger(__name__)
 
-REFERENCE_CAPABILITIES = Capabilities(input_kinds=("image", "tabular"), monte_carlo_labels=False, generator=False)
+REFERENCE_CAPABILITIES = Capabilities(input_kinds=("image", "tabular"), monte_carlo_labels=False, generator=False, reference=True)
 
 
 class FittedArrays(nn.Module):
@@ -84,9 +84,12 @@ class KNNDetector(ReferenceDetector):
     def fit_arrays(self, x: np.ndarray) -> None:
         if len(x) <= self.config.k:
             raise GadflowError(f"knn: k = {self.config.k} needs more than {self.config.k} training samples, got {len(x)}")
-        self.fitted.put(normals=x)  # (N, D) float32, the training normals
+        # Tables repeat rows (KDD99's 178,599 training normals hold 32,396 distinct ones): each distinct row is kept
+        # once with its count, which gives the same k-th distance as searching every row, at a fraction of the cost.
+        normals, counts = np.unique(x, axis=0, return_counts=True)
+        self.fitted.put(normals=normals, counts=counts.astype(np.int64))  # (U, D) float32 distinct normals, (U,) their counts
         self._index = None
-        log.info("knn: %d training normals of %d features, k = %d", *x.shape, self.config.k)
+        log.info("knn: %d training normals (%d distinct) of %d features, k = %d", len(x), len(normals), x.shape[1], self.config.k)
 
     def index(self):
         if self._index is None:
@@ -94,12 +97,24 @@ class KNNDetector(ReferenceDetector):
 
             if not hasattr(self.fitted, "normals"):
                 raise GadflowError("knn: not fitted")
-            self._index = NearestNeighbors(n_neighbors=self.config.k).fit(self.fitted.normals.cpu().numpy())
+            normals = self.fitted.normals.cpu().numpy()
+            self._index = NearestNeighbors(n_neighbors=min(self.config.k, len(normals))).fit(normals)
         return self._index
 
+    def kth_distance(self, x: np.ndarray) -> np.ndarray:
+        """(B, D) -> (B,) distance to the k-th nearest training normal, counting repeated normals as often as they occur.
+
+        The k nearest *distinct* normals hold at least k normals, so the answer is among them: the first whose
+        running count reaches k. Repeated queries are searched once.
+        """
+        queries, inverse = np.unique(x, axis=0, return_inverse=True)
+        distances, neighbours = self.index().kneighbors(queries)  # (Q, k') ascending, k' = min(k, distinct normals)
+        reached = np.cumsum(self.fitted.counts.cpu().numpy()[neighbours], axis=1) >= self.config.k  # (Q, k')
+        kth = distances[np.arange(len(queries)), reached.argmax(axis=1)]
+        return kth[inverse.reshape(-1)]
+
     def _score_batch(self, x: torch.Tensor) -> torch.Tensor:
-        distances, _ = self.index().kneighbors(x.reshape(len(x), -1).cpu().numpy())  # (B, k), ascending
-        return torch.from_numpy(distances[:, -1].astype(np.float64))
+        return torch.from_numpy(self.kth_distance(x.reshape(len(x), -1).cpu().numpy()).astype(np.float64))
 
 
 @dataclass(frozen=True)

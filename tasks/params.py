@@ -69,6 +69,9 @@ class ExperimentEntry(Strict):
 
 class Experiment(ExperimentEntry):
     name: Name
+    # The reference detectors' experiments on the same data, which the report states beside this one's figures
+    # (Params.experiment fills it from params; not a params.yaml key).
+    references: tuple[Name, ...] = ()
 
 
 class Params(Strict):
@@ -111,7 +114,14 @@ class Params(Strict):
     def experiment(self, name: str) -> Experiment:
         if name not in self.experiments:
             raise ParamsError(f"unknown experiment '{name}'; params `experiments` has: {', '.join(self.experiments)}")
-        return Experiment(name=name, **dict(self.experiments[name]))
+        return Experiment(name=name, references=self.references_of(name), **dict(self.experiments[name]))
+
+    def references_of(self, name: str) -> tuple[str, ...]:
+        """The other experiments on ``name``'s data whose model is a reference detector, in params order: the report of
+        ``name`` states their AUROC / AUPRC on the same split, and the gap to them."""
+        data = self.experiments[name].data
+        return tuple(other for other, exp in self.experiments.items()
+                     if other != name and exp.data == data and capabilities(exp.model.kind).reference)
 
 
 def _check_prepare(name: str, prep: PrepareParams, download: dict[str, DatasetSpec], generate: dict) -> None:

@@ -69,7 +69,7 @@ def test_smoke_params_are_small():
     smoke = load_params(PARAMS, [SMOKE])
     exp = smoke.experiment(EXP)
     assert exp.model.training.epochs <= 2 and exp.calibrate.mc_samples <= 2000
-    assert all(e.model.training.epochs <= 2 for e in smoke.experiments.values())
+    assert all(e.model.training.epochs <= 2 for e in smoke.experiments.values() if hasattr(e.model, "training"))  # references fit in one pass
     assert set(smoke.experiments) == set(load_params(PARAMS).experiments)  # the overlay changes settings, not the experiments
 
 

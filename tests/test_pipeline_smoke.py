@@ -66,10 +66,11 @@ def repro(smoke_repo: Path) -> tuple[Path, float]:
     return smoke_repo, seconds
 
 
-EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan", "rgbd-adgan", "mnist-egbad", "mnist-ganomaly", "kdd99-egbad", "kdd99-ganomaly",
-               "skab-madgan", "smd-madgan", "kdd99-madgan", "mnistseq-madgan")  # every system
+EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan", "rgbd-adgan", "rgbd-knn", "mnist-egbad", "mnist-ganomaly", "mnist-knn", "mnist-pca",
+               "kdd99-egbad", "kdd99-ganomaly", "kdd99-knn", "kdd99-pca", "skab-madgan", "smd-madgan", "kdd99-madgan", "mnistseq-madgan")  # every system
+REFERENCES = {"rgbd-knn": "rgbd", "mnist-knn": "mnist", "mnist-pca": "mnist", "kdd99-knn": "kdd99", "kdd99-pca": "kdd99"}  # no generator; by data
 LATENT_SEARCH = ("mnist-adgan", "mnist-anogan", "rgbd-adgan")
-TABULAR = ("kdd99-egbad", "kdd99-ganomaly")
+TABULAR = ("kdd99-egbad", "kdd99-ganomaly", "kdd99-knn", "kdd99-pca")
 SERIES = ("skab-madgan", "smd-madgan", "kdd99-madgan", "mnistseq-madgan")
 
 
@@ -115,14 +116,19 @@ def test_smoke_repro_finishes_in_time(repro):
     # benchmarks/pipeline_wall_time.py --quick (docs/benchmarks.md, against a 5-minute target); a shared CI
     # machine can be slower.
     assert seconds < 600, f"smoke dvc repro of every system took {seconds:.0f}s"
+    from tasks.params import load_params
+
+    data_of = {name: exp.data for name, exp in load_params(root / "params.yaml").experiments.items()}
     for experiment in EXPERIMENTS:
         expected = ["model/model.pt", "calibration/threshold.json", "scores/scores.parquet", "report/metrics.json", "report/plots/roc.png",
                     "report/plots/mc_histogram.png", "train/losses.png", "registry/registered.json", "promotion/promotion.json"]
         if experiment in SERIES:
             expected += ["scores/points.parquet", "model/series_transform.json", "model/windowing.json", "report/plots/series_scores.png"]
             expected += ["train/samples/epoch_001.png", "report/plots/frame_sequence.png"] if experiment == "mnistseq-madgan" else []
+        elif experiment in TABULAR:
+            expected += ["model/preprocessor.json"]
         else:
-            expected += ["model/preprocessor.json"] if experiment in TABULAR else ["train/samples/epoch_001.png", "report/plots/most_anomalous.png"]
+            expected += ["report/plots/most_anomalous.png"] + ([] if experiment in REFERENCES else ["train/samples/epoch_001.png"])
         expected += ["report/plots/anomaly_maps.png"] if experiment == "mnist-ganomaly" else []
         for rel in expected:
             assert (root / "outputs" / experiment / rel).is_file(), f"{experiment}/{rel}"
@@ -132,6 +138,9 @@ def test_smoke_repro_finishes_in_time(repro):
         assert ("search_convergence" in summary) == (experiment in LATENT_SEARCH), experiment  # the label-free check of the search
         metrics = json.loads((root / "outputs" / experiment / "report" / "metrics.json").read_text())
         assert ("paper_protocol" in metrics) == (experiment in TABULAR), experiment  # KDD99: both protocols, each named
+        data = data_of[experiment]
+        compared = {r for r, d in REFERENCES.items() if d == data and r != experiment}  # every reference on the same data, scored first
+        assert set(metrics["reference"]) == compared and all(m["available"] for m in metrics["reference"].values()), (experiment, metrics["reference"])
         if experiment in SERIES:  # named point metrics, point adjustment only beside random scores
             overall = metrics["series"]["overall"]
             assert {"pointwise_f1", "event_recall", "point_adjusted_f1", "point_adjusted_f1_random_scores"} <= set(overall)
@@ -156,6 +165,8 @@ def test_registered_model_loads_and_predicts(repro, experiment):
     assert version.tags["threshold_method"] == "calibration"
     assert float(version.tags["nominal_fpr"]) == 0.05
     assert {"test_precision", "test_recall", "test_f1", "test_auroc"} <= set(version.tags)
+    run_metrics = MlflowClient(uri).get_run(version.run_id).data.metrics  # the references beside the model's own figures
+    assert {f"reference_{r}_auroc_gap" for r in metrics["reference"]} <= set(run_metrics)
 
     from tasks.params import load_params
 

@@ -54,6 +54,21 @@ def test_knn_score_is_the_distance_to_the_kth_training_normal(tmp_path):
     np.testing.assert_array_equal(loaded.score(test), scores)
 
 
+def test_knn_counts_repeated_rows_as_a_search_over_every_row_would():
+    """Tables repeat rows: the detector keeps each distinct normal once with its count, and searches repeated
+    queries once; the k-th distance must equal scikit-learn's over every row, duplicates included."""
+    rng = np.random.default_rng(3)
+    distinct = rng.normal(size=(12, 10)).astype(np.float32)
+    train = distinct[rng.choice(12, size=200, p=np.r_[0.5, 0.3, np.full(10, 0.02)])]  # a few rows repeated many times
+    test = np.concatenate([train[:30], rng.normal(size=(20, 10)).astype(np.float32), train[:30]])  # repeated queries
+    for k in (1, 5, 90):  # k beyond the most repeated row's count, and beyond a query's distinct neighbours
+        detector = KNNDetector(KNNConfig(device="cpu", k=k), TABLE)
+        detector.fit(train)
+        assert len(detector.fitted.normals) == len(np.unique(train, axis=0)) and int(detector.fitted.counts.sum()) == 200
+        expected = NearestNeighbors(n_neighbors=k).fit(train).kneighbors(test)[0][:, -1]
+        np.testing.assert_allclose(detector.score(test, batch_size=16), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_pca_score_is_the_mean_squared_residual_of_the_kept_components(tmp_path):
     train, test, labels = normals_and_outliers(1)
     detector = PCADetector(PCAConfig(device="cpu", variance=0.9), TABLE)
@@ -79,7 +94,7 @@ def test_references_take_images_in_the_models_pixel_space():
     detector = KNNDetector(KNNConfig(device="cpu", k=2), InputSpec(kind="image", shape=(1, 4, 4)))
     detector.fit(images)
     flat = images.reshape(30, -1).astype(np.float32) / 127.5 - 1.0
-    np.testing.assert_allclose(detector.fitted.normals.numpy(), flat, atol=1e-6)
+    np.testing.assert_allclose(detector.fitted.normals.numpy(), np.unique(flat, axis=0), atol=1e-6)
     with pytest.raises(GadflowError, match="uint8"):
         detector.score(images.astype(np.float32))
 
@@ -137,3 +152,54 @@ def test_reference_module_imports_no_scikit_learn_until_used():
 
     code = "import sys, models.reference; sys.exit(any(m.startswith('sklearn') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0  # params loading stays light
+
+
+def test_every_experiment_is_compared_with_the_references_on_its_data():
+    from flows.dvc_stages import stages
+    from tasks.params import load_params, merged_params
+
+    repo = Path(__file__).parents[1]
+    params = load_params(repo / "params.yaml")
+    assert params.experiment("mnist-dcgan").references == ("mnist-knn", "mnist-pca")
+    assert params.references_of("mnist-knn") == ("mnist-pca",)  # never itself
+    assert params.references_of("rgbd-adgan") == ("rgbd-knn",)
+    assert params.experiment("kdd99-egbad").references == ("kdd99-knn", "kdd99-pca")
+    assert params.references_of("skab-madgan") == ()  # no reference on that data
+    deps = stages(params, merged_params(repo / "params.yaml"))["report.kdd99-ganomaly"]["deps"]
+    assert {"outputs/kdd99-knn/scores", "outputs/kdd99-pca/scores"} <= set(deps)  # DVC reruns the report when a reference is rescored
+
+
+def test_report_states_the_references_auroc_on_the_same_rows_and_the_gap(chain, tmp_path):
+    import shutil
+
+    from tasks.layout import ExperimentLayout
+    from tasks.reports.metrics import ranking_metrics
+    from tasks.steps.calibrate import calibrate
+    from tasks.steps.report import report
+    from tasks.steps.score import score
+    from tasks.steps.train import train
+
+    outputs = tmp_path / "outputs"
+    shutil.copytree(chain["layout"].root, outputs / "parts-dcgan")  # the chain's trained and scored DCGAN
+    knn = Experiment(name="parts-knn", data="parts", model={"kind": "knn", "device": "cpu"}, calibrate={"nominal_fpr": 0.1})
+    knn_layout = ExperimentLayout.of("parts-knn", outputs)
+    for step in (train, calibrate, score):
+        step(knn, knn_layout)
+    exp = chain["exp"].model_copy(update={"references": ("parts-knn", "parts-pca")})  # parts-pca was never scored
+    layout = ExperimentLayout.of("parts-dcgan", outputs)
+    report(exp, layout)
+    metrics = json.loads(layout.metrics.read_text())
+    knn_scores = pd.read_parquet(knn_layout.score_tables["scores"])
+    expected = ranking_metrics(knn_scores["label"].to_numpy(), knn_scores["score"].to_numpy())
+    ref = metrics["reference"]["parts-knn"]
+    assert ref["available"] and ref["auroc"] == pytest.approx(expected["auroc"]) and ref["auprc"] == pytest.approx(expected["auprc"])
+    assert ref["auroc_gap"] == pytest.approx(metrics["auroc"] - expected["auroc"])
+    missing = metrics["reference"]["parts-pca"]
+    assert missing["available"] is False and "not scored yet" in missing["reason"]
+    interpretation = json.loads(layout.summary.read_text())["interpretation"]
+    assert f"parts-knn AUROC {expected['auroc']:.3f}" in interpretation and "Not compared (see metrics.json): parts-pca" in interpretation
+    # a reference scored on other rows (here: one row fewer) is refused, never compared on another split
+    knn_scores.iloc[1:].to_parquet(knn_layout.score_tables["scores"])
+    report(exp, layout)
+    refused = json.loads(layout.metrics.read_text())["reference"]["parts-knn"]
+    assert refused["available"] is False and "other rows" in refused["reason"]

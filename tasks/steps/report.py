@@ -58,6 +58,7 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
     from ..reports.evaluation import interpretation, paper_protocol, search_convergence, validation_metrics
     from ..reports.metrics import ranking_metrics, threshold_metrics
     from ..reports.plots import pr_plot, roc_plot, score_histogram
+    from ..reports.reference import reference_metrics, reference_scores, reference_sentence
 
     name, settings = exp.name, exp.report
     data = load_prepared(prepared_dir(exp.data))
@@ -90,6 +91,8 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
         "counts": {"test": int(len(labels)), "test_anomalous": int(labels.sum()), "mc_samples": int(mc_scores.size), "calibration": len(calibration.calibration_scores)},
         "protocol": f"ours: the {calibration.method} threshold at nominal FPR {calibration.nominal_fpr:g}, fitted without test data" + data.protocol_note(),
     }
+    references = reference_scores(frame, layout.root.parent, exp.references)  # aligned with frame's rows, or why not
+    metrics["reference"] = reference_metrics(labels, metrics, references)
     metrics["validation"] = validation_metrics(np.asarray(calibration.calibration_scores), layout.validation_scores)
     if settings.paper_top_fraction is not None:
         metrics["paper_protocol"] = paper_protocol(labels, scores, settings.paper_top_fraction)
@@ -107,6 +110,7 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
         "flagged": int(chosen["tp"] + chosen["fp"]),
         "interpretation": interpretation(name, metrics, calibration.method),
     }
+    summary["interpretation"] += reference_sentence(metrics["reference"])
     if "paper_protocol" in metrics:
         paper = metrics["paper_protocol"]
         summary["interpretation"] += f" Under the {paper['name']}: precision {paper['precision']:.3f}, recall {paper['recall']:.3f}, F1 {paper['f1']:.3f}."
@@ -125,7 +129,8 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
                         f"{name}: {'Monte Carlo vs calibration' if groups else 'calibration'} scores")
         score_histogram({"test normal": scores[labels == 0], "test anomalous": scores[labels == 1]},
                         {m: v["threshold"] for m, v in on_test.items()}, plots / "test_histogram.png", f"{name}: test scores by class")
-        roc_plot(labels, scores, {m: (v["fpr"], v["recall"]) for m, v in on_test.items()}, plots / "roc.png", f"{name}: ROC (AUROC {metrics['auroc']:.3f})")
+        roc_plot(labels, scores, {m: (v["fpr"], v["recall"]) for m, v in on_test.items()}, plots / "roc.png", f"{name}: ROC (AUROC {metrics['auroc']:.3f})",
+                 references={r: s for r, s in references.items() if not isinstance(s, str)})
         pr_plot(labels, scores, {m: (v["recall"], v["precision"]) for m, v in on_test.items()}, plots / "pr.png", f"{name}: precision-recall (AUPRC {metrics['auprc']:.3f})")
         fpr, tpr, _ = roc_curve(labels, scores)
         _curve_csv(paths["roc_csv"], pd.DataFrame({"fpr": fpr, "tpr": tpr}))

@@ -117,6 +117,9 @@ def _report_metrics(metrics: dict) -> dict[str, float]:
         out.update({f"validation_{k}": validation[k] for k in ("auroc", "auprc")})
     if "paper_protocol" in metrics:  # reported for comparison with published numbers; its threshold is a test statistic
         out.update({f"paper_protocol_{k}": metrics["paper_protocol"][k] for k in ("precision", "recall", "f1", "fpr")})
+    for ref, m in metrics.get("reference", {}).items():  # the reference detectors on the same test rows, and the gaps to them
+        if m["available"]:
+            out.update({f"reference_{ref}_{k}": m[k] for k in ("auroc", "auprc", "auroc_gap", "auprc_gap")})
     return out
 
 
