@@ -143,6 +143,12 @@ def run(params: Params, experiment: str, to_registry: bool = False, outputs: Pat
     return {**json.loads(layout.metrics.read_text()), "history": json.loads(layout.history.read_text())}
 
 
+def with_references(params: Params, experiments: list[str]) -> list[str]:
+    """The experiments to run, each one's reference detectors (models.reference) first, each once: every GAN's report
+    then states their AUROC on the same test rows, and the gap to them (they are read from the same outputs folder)."""
+    return list(dict.fromkeys([ref for e in experiments for ref in params.references_of(e)] + list(experiments)))
+
+
 def timed_steps(seconds: dict):
     """The pipeline's steps (``tasks.steps.run.STEPS``), each recording its wall time in ``seconds[<step>]``."""
     from tasks.steps.run import STEPS, Steps

@@ -25,13 +25,6 @@ import common
 log = common.log
 
 
-def with_references(params, experiments: list[str]) -> list[str]:
-    """The experiments to run, each one's reference detectors (models.reference) first: every GAN's report then
-    states their AUROC on the same digit's test rows, and the gap to them."""
-    ordered = [ref for e in experiments for ref in params.references_of(e)] + list(experiments)
-    return list(dict.fromkeys(ordered))
-
-
 def run_digit(loaded: common.Settings, digit: int, experiments: list[str]) -> list[dict]:
     """One row per experiment. An experiment whose GAN a sibling already trained (same model family, training settings
     and data) reuses that finished checkpoint (tasks.steps.train), so they differ only in scoring."""
@@ -86,7 +79,7 @@ def main() -> None:
     loaded = common.settings(args)
     base = loaded.params
     requested = args.experiment or [e for e, exp in base.experiments.items() if exp.data == "mnist"]
-    experiments = with_references(base, requested)
+    experiments = common.with_references(base, requested)
     digits = args.digits if args.digits is not None else ([0, 1] if args.quick else list(range(10)))
     rows: list[dict] = []
     with common.workspace():
