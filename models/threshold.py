@@ -30,6 +30,34 @@ def mc_threshold(mc_scores: np.ndarray, nominal_fpr: float) -> float:
     return float(np.quantile(scores, 1.0 - nominal_fpr, method="higher"))
 
 
+MC_FPR_TOLERANCE = 0.02  # the Monte Carlo threshold is refused when it misses its FPR by more than this ...
+MC_CHECK_SIGNIFICANCE = 0.01  # ... and the calibration split shows it beyond sampling noise (two-sided exact binomial test)
+
+
+def mc_threshold_check(threshold: float, calibration_scores: np.ndarray, nominal_fpr: float) -> dict:
+    """Whether a Monte Carlo threshold holds its false-positive rate on real normals, without test labels.
+
+    The threshold is a quantile of *generated* samples' scores, so it holds only when G's samples score like real
+    normals. The normal calibration split measures that directly: the share of it above the threshold estimates
+    the threshold's FPR on new normals. The threshold is refused when that share misses nominal by more than
+    ``MC_FPR_TOLERANCE`` and a two-sided exact binomial test rejects "the FPR is nominal" at ``MC_CHECK_SIGNIFICANCE``
+    (so a split of a few hundred normals does not refuse a threshold on sampling noise alone).
+    """
+    from scipy.stats import binomtest
+
+    scores = _finite_1d(calibration_scores, "calibration scores")
+    flagged = int((scores > threshold).sum())
+    fpr = flagged / scores.size
+    p_value = float(binomtest(flagged, scores.size, nominal_fpr).pvalue)
+    holds = abs(fpr - nominal_fpr) <= MC_FPR_TOLERANCE or p_value >= MC_CHECK_SIGNIFICANCE
+    check = {"calibration_fpr": fpr, "calibration_n": int(scores.size), "p_value": p_value, "tolerance": MC_FPR_TOLERANCE, "holds": holds}
+    if not holds:
+        check["reason"] = (f"the Monte Carlo threshold flags {fpr:.1%} of the {scores.size} normal calibration samples against a nominal "
+                           f"{nominal_fpr:.1%} (binomial p = {p_value:.2g}): the generator's samples do not score like real normals, "
+                           f"so it would not hold its false-positive rate")
+    return check
+
+
 def conformal_threshold(calibration_scores: np.ndarray, nominal_fpr: float) -> float:
     """The ceil((n + 1)(1 - alpha))-th smallest calibration score.
 

@@ -191,3 +191,26 @@ def test_each_step_writes_only_its_own_folder(chain, sqlite_registry, tmp_path):
     STEPS.train(exp, layout)
     assert load_checkpoint(layout.model_dir / "model.pt")["model_id"] == trained
     assert (layout.checkpoints / LAST_CHECKPOINT).stat().st_mtime_ns == checkpoint  # no epoch ran, so none was saved
+
+
+def test_a_monte_carlo_threshold_that_misses_on_the_calibration_normals_is_refused(chain, tmp_path, monkeypatch):
+    """Label-free: the calibration split is normal, so the share of it above the Monte Carlo threshold estimates that
+    threshold's FPR. Labelling with a threshold that misses is refused (nothing written); otherwise it is reported as refused."""
+    import tasks.steps.calibrate as calibrate_step
+
+    outputs = tmp_path / "outputs"
+    shutil.copytree(chain["layout"].root, outputs / "parts-dcgan")
+    layout = ExperimentLayout.of("parts-dcgan", outputs)
+    check = json.loads(layout.threshold.read_text())["mc_summary"]["check"]  # every generator's calibration records it
+    assert set(check) >= {"calibration_fpr", "calibration_n", "p_value", "holds"} and check["calibration_n"] == 30
+    monkeypatch.setattr(calibrate_step, "mc_threshold", lambda scores, nominal_fpr: -1e9)  # G's samples all score below every normal
+    before = layout.threshold.read_bytes()
+    with pytest.raises(GadflowError, match=r"flags 100.0% of the 30 normal calibration samples against a nominal 10.0%.*label_method: calibration"):
+        calibrate(changed(chain["exp"], calibrate=CalibrateSettings(mc_samples=100, nominal_fpr=0.1, label_method="monte_carlo")), layout)
+    assert layout.threshold.read_bytes() == before  # refused before anything was written
+    labelled = changed(chain["exp"], calibrate=CalibrateSettings(mc_samples=100, nominal_fpr=0.1))  # the calibration split labels
+    for step in (calibrate, score, report):
+        step(labelled, layout)
+    refused = json.loads(layout.metrics.read_text())["thresholds"]["monte_carlo"]
+    assert refused["refused"] is True and "flags 100.0%" in refused["reason"]
+    assert "Monte Carlo threshold refused" in json.loads(layout.summary.read_text())["interpretation"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.errors import GadflowError
-from models.threshold import Calibration, conformal_p_values, conformal_threshold, mc_threshold, pot_threshold
+from models.threshold import Calibration, conformal_p_values, conformal_threshold, mc_threshold, mc_threshold_check, pot_threshold
 
 
 # --- Monte Carlo threshold ------------------------------------------------------------------------
@@ -223,3 +223,16 @@ def test_non_finite_scores_are_flagged_and_get_the_smallest_p_value():
     assert cal.is_anomaly(scores).tolist() == [True, False]
     p = cal.p_values(scores)
     assert p[0] == pytest.approx(1 / (len(cal.calibration_scores) + 1))
+
+
+def test_monte_carlo_check_refuses_a_threshold_that_misses_its_fpr_beyond_sampling_noise():
+    normals = np.arange(1000, dtype=float)  # calibration scores 0 .. 999
+    held = mc_threshold_check(949.5, normals, 0.05)  # flags 50 of 1000: exactly nominal
+    assert held["holds"] and held["calibration_fpr"] == 0.05 and "reason" not in held
+    assert mc_threshold_check(967.5, normals, 0.05)["holds"]  # 3.2 %: within 2 points
+    nothing = mc_threshold_check(1e9, normals, 0.05)  # G's samples score above every normal: flags none
+    assert not nothing["holds"] and "flags 0.0% of the 1000 normal calibration samples against a nominal 5.0%" in nothing["reason"]
+    small = mc_threshold_check(183.5, np.arange(200, dtype=float), 0.05)  # 16 of 200 = 8 %: 3 points off, within a small split's noise
+    assert small["holds"] and small["p_value"] > 0.05
+    large = mc_threshold_check(1839.5, np.arange(2000, dtype=float), 0.05)  # the same 8 % on 2,000 normals is a real miss
+    assert not large["holds"] and large["p_value"] < 1e-6

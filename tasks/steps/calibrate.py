@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from models.errors import GadflowError
 from models.registry import load_detector
 from models.storage import save_npy, staged_dir
-from models.threshold import Calibration, conformal_threshold, mc_threshold, pot_level_problem, pot_threshold
+from models.threshold import Calibration, conformal_threshold, mc_threshold, mc_threshold_check, pot_level_problem, pot_threshold
 
 from ..adapters import load_prepared
 from ..layout import prepared_dir
@@ -85,6 +85,12 @@ def calibrate(exp: Experiment, layout: ExperimentLayout) -> Path:
                   {"n": 0, "applicable": False, "reason": NO_GENERATOR.format(kind=detector.kind)})
     if mc_scores.size and not detector.capabilities.monte_carlo_labels:  # generated windows' scores: a window quantile, not one of point scores
         mc_summary["applies_to"] = "windows"
+    elif mc_scores.size:  # label-free: does it flag nominal of the (normal) calibration split?
+        mc_summary["check"] = check = mc_threshold_check(thresholds["monte_carlo"], calib_scores, settings.nominal_fpr)
+        if not check["holds"]:
+            if settings.label_method == "monte_carlo":  # refused: nothing is written, the previous calibration stays
+                raise GadflowError(f"{exp.name}: {check['reason']}; label with the calibration split instead (calibrate.label_method: calibration)")
+            log.warning("Monte Carlo threshold refused (reported, not labelling): %s", check["reason"])
     calibration = Calibration(model_id=detector.model_id, nominal_fpr=settings.nominal_fpr, method=settings.label_method,
                               thresholds=thresholds, calibration_scores=np.sort(calib_scores).tolist(), mc_summary=mc_summary)
     with staged_dir(layout.calibration_dir) as staging:

@@ -75,6 +75,9 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
             per_method[method] = {"threshold": value, "applicable": False, "reason": MC_NOT_LABELLING, **dict.fromkeys(THRESHOLD_METRICS, float("nan"))}
         else:
             per_method[method] = {"threshold": value, **threshold_metrics(labels, scores > value)}
+    check = calibration.mc_summary.get("check")
+    if check and not check["holds"]:  # refused at calibration, on the normal calibration split (no test label)
+        per_method["monte_carlo"].update(refused=True, reason=check["reason"])
     on_test = {m: v for m, v in per_method.items() if v.get("applicable", True)}  # thresholds drawn on the test figures
     chosen = per_method[calibration.method]
     metrics = {
@@ -111,6 +114,8 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
         "interpretation": interpretation(name, metrics, calibration.method),
     }
     summary["interpretation"] += reference_sentence(metrics["reference"])
+    if per_method.get("monte_carlo", {}).get("refused"):
+        summary["interpretation"] += f" Monte Carlo threshold refused: {per_method['monte_carlo']['reason']}."
     if "paper_protocol" in metrics:
         paper = metrics["paper_protocol"]
         summary["interpretation"] += f" Under the {paper['name']}: precision {paper['precision']:.3f}, recall {paper['recall']:.3f}, F1 {paper['f1']:.3f}."
