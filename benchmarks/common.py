@@ -149,6 +149,16 @@ def with_references(params: Params, experiments: list[str]) -> list[str]:
     return list(dict.fromkeys([ref for e in experiments for ref in params.references_of(e)] + list(experiments)))
 
 
+def reference_figures(metrics: dict, keys: tuple[str, ...] = ("auroc", "auroc_gap")) -> dict[str, dict]:
+    """A report's reference detectors that were compared (metrics.json ``reference``), with these of their figures."""
+    return {ref: {k: m[k] for k in keys} for ref, m in metrics["reference"].items() if m["available"]}
+
+
+def gaps_text(reference: dict[str, dict]) -> str:
+    """One log-line part: each reference's AUROC and the gap to it."""
+    return "  ".join(f"{ref} AUROC {m['auroc']:.4f} (gap {m['auroc_gap']:+.4f})" for ref, m in reference.items())
+
+
 def timed_steps(seconds: dict):
     """The pipeline's steps (``tasks.steps.run.STEPS``), each recording its wall time in ``seconds[<step>]``."""
     from tasks.steps.run import STEPS, Steps

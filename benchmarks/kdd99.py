@@ -25,16 +25,16 @@ import numpy as np
 import common
 
 log = common.log
+PUBLISHED_F1 = {"ALAD": 0.9501, "DAGMM": 0.9369, "EGBAD": 0.9372, "AnoGAN": 0.85, "OC-SVM": 0.7954}
+
+
+REFERENCES = Path("outputs/references")  # the reference detectors' one run (they have no training seed)
 
 
 def is_reference(params, experiment: str) -> bool:
     from models.registry import capabilities
 
     return capabilities(params.experiments[experiment].model.kind).reference
-PUBLISHED_F1 = {"ALAD": 0.9501, "DAGMM": 0.9369, "EGBAD": 0.9372, "AnoGAN": 0.85, "OC-SVM": 0.7954}
-
-
-REFERENCES = Path("outputs/references")  # the reference detectors' one run (they have no training seed)
 
 
 def run_once(loaded: common.Settings, experiment: str, seed: int | None) -> dict:
@@ -57,7 +57,7 @@ def run_once(loaded: common.Settings, experiment: str, seed: int | None) -> dict
         "ours_precision": metrics["precision"], "ours_recall": metrics["recall"], "ours_f1": metrics["f1"],
         "ours_nominal_fpr": metrics["nominal_fpr"], "ours_achieved_fpr": metrics["achieved_fpr"],
         "auroc": metrics["auroc"], "auprc": metrics["auprc"],
-        "reference": {r: {k: m[k] for k in ("auroc", "auroc_gap", "auprc", "auprc_gap")} for r, m in metrics["reference"].items() if m["available"]},
+        "reference": common.reference_figures(metrics, ("auroc", "auroc_gap", "auprc", "auprc_gap")),
         # the score step: the test rows and the held-out validation anomalies (the promotion gate's), as the pipeline scores them
         "train_seconds": seconds["train"], "test_rows_per_second": metrics["counts"]["test"] / seconds["score"],
     }
@@ -99,23 +99,21 @@ def main() -> None:
     with common.workspace():
         for name in dict.fromkeys(base.experiments[e].data for e in args.experiment):
             common.prepare(base, name)  # the seeds change training only: one split for every run
-        references = list(dict.fromkeys(ref for e in args.experiment for ref in base.references_of(e) if ref not in args.experiment))
-        runs = [(e, None) for e in references] + [(e, None if is_reference(base, e) else seed) for e in args.experiment
-                                                  for seed in (seeds if not is_reference(base, e) else seeds[:1])]
+        experiments = common.with_references(base, args.experiment)  # the references first, once each
+        runs = [(e, None) for e in experiments if is_reference(base, e)] + [(e, seed) for e in experiments if not is_reference(base, e) for seed in seeds]
         for experiment, seed in runs:
             row = run_once(loaded, experiment, seed)
             rows.append(row)
-            gaps = "  ".join(f"{r} AUROC {v['auroc']:.4f} (gap {v['auroc_gap']:+.4f})" for r, v in row["reference"].items())
             log.info("%s seed %s: paper P %.4f R %.4f F1 %.4f | ours F1 %.4f at FPR %.4f (nominal %.2f) | AUROC %.4f | train %.0fs | %s",
                      experiment, "-" if seed is None else seed, row["paper_precision"], row["paper_recall"], row["paper_f1"], row["ours_f1"],
-                     row["ours_achieved_fpr"], row["ours_nominal_fpr"], row["auroc"], row["train_seconds"], gaps)
+                     row["ours_achieved_fpr"], row["ours_nominal_fpr"], row["auroc"], row["train_seconds"], common.gaps_text(row["reference"]))
     reference_rows = {r["experiment"]: r for r in rows if r["seed"] is None}
     common.emit("kdd99", loaded, {
         "seeds": seeds,
         "protocol": {"paper": "normal. = anomaly class, seeded 50/50 split, train on the train half's other class, top 20% of test scores flagged",
                      "ours": "the same split and model; threshold = conformal quantile of a 10% inlier calibration split at nominal FPR"},
         "published_f1": PUBLISHED_F1,
-        "experiments": [summarise([r for r in rows if r["experiment"] == name], reference_rows) for name in dict.fromkeys([*references, *args.experiment])],
+        "experiments": [summarise([r for r in rows if r["experiment"] == name], reference_rows) for name in experiments],
         "rows": rows,
     })
 

@@ -41,7 +41,7 @@ def run_digit(loaded: common.Settings, digit: int, experiments: list[str]) -> li
         rows.append({
             "experiment": experiment, "digit": digit, "auroc": metrics["auroc"], "auprc": metrics["auprc"], "nominal_fpr": metrics["nominal_fpr"],
             "fpr": {m: v["fpr"] for m, v in thresholds.items()}, "f1": {m: v["f1"] for m, v in thresholds.items()},  # per threshold method
-            "reference": {r: {k: m[k] for k in ("auroc", "auroc_gap")} for r, m in metrics["reference"].items() if m["available"]},
+            "reference": common.reference_figures(metrics),
             "seconds_per_epoch": float(np.mean([h["seconds"] for h in metrics["history"]])) if metrics["history"] else None,
             "seconds": time.perf_counter() - start,  # training (none for an experiment that reused a sibling's GAN) to report
         })
@@ -87,9 +87,8 @@ def main() -> None:
             for row in run_digit(loaded, digit, experiments):
                 rows.append(row)
                 fprs = " / ".join(f"{m} {v:.4f}" for m, v in row["fpr"].items())
-                gaps = "  ".join(f"{r} {v['auroc']:.4f} (gap {v['auroc_gap']:+.4f})" for r, v in row["reference"].items())
                 log.info("%s digit %d: AUROC %.4f  AUPRC %.4f  FPR %s (nominal %.2f)  %.0f s | %s", row["experiment"], digit,
-                         row["auroc"], row["auprc"], fprs, row["nominal_fpr"], row["seconds"], gaps)
+                         row["auroc"], row["auprc"], fprs, row["nominal_fpr"], row["seconds"], common.gaps_text(row["reference"]))
     common.emit("mnist_one_class", loaded, {"digits": digits, "experiments": [summarise(e, [r for r in rows if r["experiment"] == e]) for e in experiments],
                                             "total_seconds": float(sum(r["seconds"] for r in rows)), "rows": rows})
 

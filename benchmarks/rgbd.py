@@ -33,13 +33,12 @@ def run_render(loaded: common.Settings, data: str, seed: int, experiments: list[
         rows.append({
             "experiment": experiment, "render_seed": seed, "auroc": metrics["auroc"], "auprc": metrics["auprc"],
             "nominal_fpr": metrics["nominal_fpr"], "fpr": {m: v["fpr"] for m, v in metrics["thresholds"].items()},
-            "reference": {r: {k: m[k] for k in ("auroc", "auroc_gap")} for r, m in metrics["reference"].items() if m["available"]},
+            "reference": common.reference_figures(metrics),
             "seconds": time.perf_counter() - start,
         })
         row = rows[-1]
-        gaps = "  ".join(f"{r} {v['auroc']:.4f} (gap {v['auroc_gap']:+.4f})" for r, v in row["reference"].items())
         log.info("%s render %d: AUROC %.4f  AUPRC %.4f  FPR %s  %.0f s | %s", experiment, seed, row["auroc"], row["auprc"],
-                 " / ".join(f"{m} {v:.4f}" for m, v in row["fpr"].items()), row["seconds"], gaps)
+                 " / ".join(f"{m} {v:.4f}" for m, v in row["fpr"].items()), row["seconds"], common.gaps_text(row["reference"]))
     return rows
 
 
