@@ -154,6 +154,12 @@ def reference_figures(metrics: dict, keys: tuple[str, ...] = ("auroc", "auroc_ga
     return {ref: {k: m[k] for k in keys} for ref, m in metrics["reference"].items() if m["available"]}
 
 
+def selected_epoch(metrics: dict) -> dict:
+    """What chose a report's weights (metrics.json ``selection``): the rule, the signal, the epoch and its selection AUROC."""
+    epoch = metrics["selection"]["choices"]["epoch"]
+    return {k: epoch.get(k) for k in ("rule", "signal", "epoch", "auroc")}
+
+
 def gaps_text(reference: dict[str, dict]) -> str:
     """One log-line part: each reference's AUROC and the gap to it."""
     return "  ".join(f"{ref} AUROC {m['auroc']:.4f} (gap {m['auroc_gap']:+.4f})" for ref, m in reference.items())

@@ -31,12 +31,6 @@ PUBLISHED_F1 = {"ALAD": 0.9501, "DAGMM": 0.9369, "EGBAD": 0.9372, "AnoGAN": 0.85
 REFERENCES = Path("outputs/references")  # the reference detectors' one run (they have no training seed)
 
 
-def is_reference(params, experiment: str) -> bool:
-    from models.registry import capabilities
-
-    return capabilities(params.experiments[experiment].model.kind).reference
-
-
 def run_once(loaded: common.Settings, experiment: str, seed: int | None) -> dict:
     """One run; ``seed`` None: a reference detector, fitted once (deterministic, no training seed)."""
     if seed is None:
@@ -58,6 +52,7 @@ def run_once(loaded: common.Settings, experiment: str, seed: int | None) -> dict
         "ours_nominal_fpr": metrics["nominal_fpr"], "ours_achieved_fpr": metrics["achieved_fpr"],
         "auroc": metrics["auroc"], "auprc": metrics["auprc"],
         "reference": common.reference_figures(metrics, ("auroc", "auroc_gap", "auprc", "auprc_gap")),
+        "selection": common.selected_epoch(metrics),  # the epoch kept, and the label-free (or validation) signal that chose it
         # the score step: the test rows and the held-out validation anomalies (the promotion gate's), as the pipeline scores them
         "train_seconds": seconds["train"], "test_rows_per_second": metrics["counts"]["test"] / seconds["score"],
     }
@@ -100,7 +95,7 @@ def main() -> None:
         for name in dict.fromkeys(base.experiments[e].data for e in args.experiment):
             common.prepare(base, name)  # the seeds change training only: one split for every run
         experiments = common.with_references(base, args.experiment)  # the references first, once each
-        runs = [(e, None) for e in experiments if is_reference(base, e)] + [(e, seed) for e in experiments if not is_reference(base, e) for seed in seeds]
+        runs = [(e, None) for e in experiments if base.is_reference(e)] + [(e, seed) for e in experiments if not base.is_reference(e) for seed in seeds]
         for experiment, seed in runs:
             row = run_once(loaded, experiment, seed)
             rows.append(row)

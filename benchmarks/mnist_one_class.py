@@ -42,6 +42,7 @@ def run_digit(loaded: common.Settings, digit: int, experiments: list[str]) -> li
             "experiment": experiment, "digit": digit, "auroc": metrics["auroc"], "auprc": metrics["auprc"], "nominal_fpr": metrics["nominal_fpr"],
             "fpr": {m: v["fpr"] for m, v in thresholds.items()}, "f1": {m: v["f1"] for m, v in thresholds.items()},  # per threshold method
             "reference": common.reference_figures(metrics),
+            "selection": common.selected_epoch(metrics),  # the epoch kept, and the signal that chose it (never test labels)
             "seconds_per_epoch": float(np.mean([h["seconds"] for h in metrics["history"]])) if metrics["history"] else None,
             "seconds": time.perf_counter() - start,  # training (none for an experiment that reused a sibling's GAN) to report
         })
@@ -60,6 +61,7 @@ def summarise(experiment: str, rows: list[dict]) -> dict:
         "fpr_per_digit": {m: [round(r["fpr"][m], 4) for r in rows] for m in methods},
         "mean_abs_fpr_error": {m: float(np.mean([abs(r["fpr"][m] - nominal) for r in rows])) for m in methods},
         "mean_f1": {m: float(np.mean([r["f1"][m] for r in rows])) for m in methods},
+        "selected_epoch_per_digit": [r["selection"]["epoch"] for r in rows],
     }
     references = rows[0]["reference"]
     out["reference"] = {ref: {"mean_auroc": float(np.mean([r["reference"][ref]["auroc"] for r in rows])),
@@ -87,8 +89,10 @@ def main() -> None:
             for row in run_digit(loaded, digit, experiments):
                 rows.append(row)
                 fprs = " / ".join(f"{m} {v:.4f}" for m, v in row["fpr"].items())
-                log.info("%s digit %d: AUROC %.4f  AUPRC %.4f  FPR %s (nominal %.2f)  %.0f s | %s", row["experiment"], digit,
-                         row["auroc"], row["auprc"], fprs, row["nominal_fpr"], row["seconds"], common.gaps_text(row["reference"]))
+                kept = row["selection"]
+                chosen = f"  epoch {kept['epoch']} kept ({kept['signal']})" if kept["rule"] == "best" else ""
+                log.info("%s digit %d: AUROC %.4f  AUPRC %.4f  FPR %s (nominal %.2f)%s  %.0f s | %s", row["experiment"], digit,
+                         row["auroc"], row["auprc"], fprs, row["nominal_fpr"], chosen, row["seconds"], common.gaps_text(row["reference"]))
     common.emit("mnist_one_class", loaded, {"digits": digits, "experiments": [summarise(e, [r for r in rows if r["experiment"] == e]) for e in experiments],
                                             "total_seconds": float(sum(r["seconds"] for r in rows)), "rows": rows})
 

@@ -12,6 +12,7 @@ import torch
 
 from .base import Capabilities
 from .dcgan_nets import DCGANNetwork, DCGANShape, Discriminator, Generator
+from .selection import EpochSelection
 from .settings import nested
 from .trainer import GANDetector, ModelConfig, TrainingConfig
 
@@ -21,6 +22,7 @@ class DCGANConfig(ModelConfig):
     kind: Literal["dcgan"] = "dcgan"
     network: DCGANNetwork = nested(DCGANNetwork)
     training: TrainingConfig = nested(TrainingConfig)
+    selection: EpochSelection = nested(EpochSelection)  # which epoch's weights the model keeps (models.selection)
 
 
 class DCGANDetector(GANDetector):

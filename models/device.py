@@ -17,6 +17,7 @@ class Stream(IntEnum):
     SAMPLE = 10_002  # Detector.sample: the generated samples of the Monte Carlo threshold
     ENCODER = 10_003  # the warm-start encoder's initial weights and training noise (models.latent_gans)
     NORMALISER = 10_004  # the training windows MAD-GAN's score terms are standardised on (models.madgan)
+    SELECTION = 10_005  # the epoch-selection set: its normals subset and synthetic anomalies (models.selection)
 
 
 def pick_device(name: str = "auto") -> torch.device:

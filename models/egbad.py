@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .base import Capabilities, ModelConfig
 from .encoder_nets import EncoderGANNetwork, build_encoder, build_generator, build_joint_discriminator
+from .selection import EpochSelection
 from .settings import nested, setting
 from .trainer import GANDetector, TrainingConfig
 
@@ -29,6 +30,7 @@ class EGBADConfig(ModelConfig):
     kind: Literal["egbad"] = "egbad"
     network: EncoderGANNetwork = nested(EncoderGANNetwork)
     training: TrainingConfig = nested(TrainingConfig)
+    selection: EpochSelection = nested(EpochSelection)  # which epoch's weights the model keeps (models.selection)
     alpha: float = setting(0.9, ge=0.0, le=1.0)  # weight of the reconstruction residual; 1 − α weighs the discriminator term
     score_method: Literal["feature_matching", "cross_entropy"] = "feature_matching"  # L_D
 

@@ -26,6 +26,7 @@ from .base import Capabilities, ModelConfig, evaluating
 from .dcgan_nets import init_dcgan_weights
 from .encoder_nets import EncoderGANNetwork, build_discriminator, build_encoder, build_generator
 from .errors import GadflowError
+from .selection import EpochSelection
 from .settings import nested, setting
 from .trainer import GANDetector, TrainingConfig
 
@@ -46,6 +47,7 @@ class GANomalyConfig(ModelConfig):
     kind: Literal["ganomaly"] = "ganomaly"
     network: EncoderGANNetwork = nested(EncoderGANNetwork)
     training: GANomalyTraining = nested(GANomalyTraining)
+    selection: EpochSelection = nested(EpochSelection)  # which epoch's weights the model keeps (models.selection)
 
 
 class GANomalyDetector(GANDetector):

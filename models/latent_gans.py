@@ -27,6 +27,7 @@ from .dcgan import DCGANConfig, DCGANDetector
 from .dcgan_nets import ConvEncoder
 from .device import Stream, derived_generator
 from .latent_search import FrozenGeneratorSearch, LatentSearchConfig, LatentSearchScorer, PerSampleLoss, frozen
+from .selection import EpochSelection
 from .settings import Settings, SettingsError, nested, setting
 
 
@@ -41,6 +42,14 @@ class WarmStartConfig(Settings):
 class LatentGANConfig(DCGANConfig):
     search: LatentSearchConfig = nested(LatentSearchConfig)
     warm_start: WarmStartConfig | None = None  # None: every restart starts at a seeded random z
+    # The last epoch: a latent search per sample after every epoch would cost more than training, and the
+    # warm-start encoder it may need is fitted after training. The search budget has its own label-free check.
+    selection: EpochSelection = nested(lambda: EpochSelection(epoch="last"))
+
+    def check(self) -> None:
+        super().check()
+        if self.selection.epoch != "last":
+            raise SettingsError(f"selection: {self.kind} keeps the last epoch (epoch: last): scoring by latent search after every epoch costs more than training")
 
 
 @dataclass(frozen=True)

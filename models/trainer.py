@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from .base import Detector, InputSpec, ModelConfig, evaluating, to_uint8
 from .device import Stream, derived_generator
 from .errors import GadflowError
+from .selection import EpochSelection, SelectionSet
 from .settings import Settings, setting
 from .storage import atomic_torch_save, data_key, load_checkpoint
 
@@ -81,6 +82,9 @@ class GANDetector(Detector):
         for net in self.networks().values():
             net.to(self.device)
         self.history: list[EpochStats] = []
+        self.selection_curve: list[float] = []  # the selection set's AUROC after each epoch (when fit selects)
+        self._best: tuple[int, dict[str, dict[str, torch.Tensor]]] | None = None  # (epoch, CPU copy of its trained weights)
+        self.selected: dict | None = None  # after fit with a selection set: what was chosen and by which signal
 
     # --- what subclasses provide -------------------------------------------------------
     def build_networks(self) -> None:
@@ -108,6 +112,11 @@ class GANDetector(Detector):
     def trained_as(self) -> str:
         """How the networks are trained: models that train the same GAN share checkpoints."""
         return self.kind
+
+    @property
+    def epoch_selection(self) -> EpochSelection | None:
+        """Which epoch's weights the model keeps (``config.selection``); None: the last, for models without the setting."""
+        return getattr(self.config, "selection", None)
 
     @property
     def noise_dim(self) -> int:
@@ -168,8 +177,13 @@ class GANDetector(Detector):
         """What a checkpoint must carry to be resumed (or reused) by this detector, for data with ``key``."""
         return (self.trained_as, self.training_key(), key)
 
-    def fit(self, inputs: np.ndarray, checkpoint_dir: Path | None = None, on_epoch_end: EpochCallback | None = None, progress: bool = True) -> list[EpochStats]:
-        """Train on normal inputs; resume from ``checkpoint_dir`` if it holds a checkpoint of this config and data."""
+    def fit(self, inputs: np.ndarray, checkpoint_dir: Path | None = None, on_epoch_end: EpochCallback | None = None, progress: bool = True,
+            selection: SelectionSet | None = None) -> list[EpochStats]:
+        """Train on normal inputs; resume from ``checkpoint_dir`` if it holds a checkpoint of this config and data.
+
+        With a ``selection`` set, its AUROC under the model's own score is measured after every epoch and the
+        networks end with the weights of the best epoch (models.selection); training itself is the same either way.
+        """
         self.check_input(inputs)
         if len(inputs) < 2:
             raise GadflowError(f"need at least 2 training samples, got {len(inputs)}")
@@ -178,21 +192,51 @@ class GANDetector(Detector):
         # split is never copied whole.
         key = data_key(inputs, dtype=self.input_dtype)
         optimizers = self.build_optimizers()
-        start_epoch = self._resume(checkpoint_dir, optimizers, key)
+        start_epoch = self._resume(checkpoint_dir, optimizers, key, selection)
         fixed_z = torch.randn(cfg.n_fixed_samples, self.noise_dim, generator=derived_generator(cfg.seed, Stream.FIXED_NOISE))
         for epoch in range(start_epoch, cfg.epochs):
             record = self._train_epoch(inputs, epoch, optimizers, progress)
             self.history.append(record)
+            if selection is not None:
+                self._measure(selection, record.epoch)
             if checkpoint_dir is not None:
-                self._save_checkpoint(Path(checkpoint_dir), epoch + 1, optimizers, key)
-            log.info("epoch %d/%d  %s  %.1fs", record.epoch, cfg.epochs, "  ".join(f"{k} {v:.4f}" for k, v in record.stats.items()), record.seconds)
+                self._save_checkpoint(Path(checkpoint_dir), epoch + 1, optimizers, key, selection)
+            chosen = f"  selection AUROC {self.selection_curve[-1]:.4f}" if selection is not None else ""
+            log.info("epoch %d/%d  %s%s  %.1fs", record.epoch, cfg.epochs, "  ".join(f"{k} {v:.4f}" for k, v in record.stats.items()), chosen, record.seconds)
             if on_epoch_end is not None:
                 with evaluating(self.networks().values()):
                     on_epoch_end(record, self.from_model_space(self.decode(fixed_z.to(self.device))))
+        if selection is not None:
+            self._keep_best(selection)
         for net in self.networks().values():
             net.eval()
         self.after_training(inputs, progress)
         return self.history
+
+    # --- epoch selection (models.selection) --------------------------------------------------------
+    def _measure(self, selection: SelectionSet, epoch: int) -> None:
+        """Score the selection set with the current weights; keep a copy of them when its AUROC is the best so far."""
+        auroc = selection.auroc(self.score(selection.normals), self.score(selection.anomalies))
+        self.selection_curve.append(auroc)
+        best = max((a for a in self.selection_curve[:-1] if math.isfinite(a)), default=-math.inf)
+        if math.isfinite(auroc) and auroc > best:
+            self._best = (epoch, {name: {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                                  for name, net in self.trained_networks().items()})
+
+    def _keep_best(self, selection: SelectionSet) -> None:
+        """Load the best epoch's weights and record the choice; with no finite AUROC the last epoch's weights stay."""
+        epochs = len(self.selection_curve)
+        if self._best is None:
+            log.warning("no epoch had a finite selection AUROC: keeping the last epoch's weights")
+            chosen = epochs
+        else:
+            chosen, state = self._best
+            for name, net in self.trained_networks().items():
+                net.load_state_dict(state[name])
+            log.info("kept the weights of epoch %d of %d (selection AUROC %.4f, %s signal)", chosen, epochs, self.selection_curve[chosen - 1], selection.signal)
+        self.selected = {"signal": selection.signal, "epoch": chosen, "epochs": epochs,
+                         "auroc": self.selection_curve[chosen - 1] if epochs else None, "curve": list(self.selection_curve),
+                         "normals": len(selection.normals), "anomalies": len(selection.anomalies)}
 
     def _batch(self, inputs: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
         """Rows idx (a CPU index tensor) of the inputs, gathered into a new tensor on the model's device."""
@@ -227,8 +271,13 @@ class GANDetector(Detector):
         return EpochStats(epoch + 1, time.perf_counter() - start, {k: v / max(len(batches), 1) for k, v in sums.items()})
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def _save_checkpoint(self, directory: Path, epochs_done: int, optimizers: dict[str, torch.optim.Optimizer], key: str) -> None:
+    def _save_checkpoint(self, directory: Path, epochs_done: int, optimizers: dict[str, torch.optim.Optimizer], key: str,
+                         selection: SelectionSet | None) -> None:
         trained_as, training_key, data = self.checkpoint_identity(key)
+        record = None  # the selection so far, so that a resumed run selects exactly as an uninterrupted one
+        if selection is not None:
+            record = {"identity": selection.identity, "curve": json.dumps(self.selection_curve),
+                      "best_epoch": self._best[0] if self._best else 0, "best_state": self._best[1] if self._best else {}}
         atomic_torch_save(directory / LAST_CHECKPOINT, {
             "trained_as": trained_as,
             "training_key": training_key,
@@ -237,10 +286,12 @@ class GANDetector(Detector):
             "state": {name: net.state_dict() for name, net in self.trained_networks().items()},
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "history": json.dumps([asdict(r) for r in self.history]),
+            "selection": record,
         })
 
-    def _resume(self, checkpoint_dir: Path | None, optimizers: dict[str, torch.optim.Optimizer], key: str) -> int:
-        """Load the last checkpoint if this config made it on this data; return the next epoch."""
+    def _resume(self, checkpoint_dir: Path | None, optimizers: dict[str, torch.optim.Optimizer], key: str, selection: SelectionSet | None) -> int:
+        """Load the last checkpoint if this config made it on this data (and, when selecting, measured the same
+        selection set after every epoch); return the next epoch."""
         if checkpoint_dir is None or not (Path(checkpoint_dir) / LAST_CHECKPOINT).exists():
             return 0
         path = Path(checkpoint_dir) / LAST_CHECKPOINT
@@ -248,13 +299,26 @@ class GANDetector(Detector):
         if checkpoint_identity(ckpt) != self.checkpoint_identity(key):
             log.warning("%s was made with another model, config or data: training from scratch", path)
             return 0
+        record = ckpt.get("selection")
+        if selection is not None and (record is None or record["identity"] != selection.identity):
+            log.warning("%s did not measure this selection set after its epochs: training from scratch", path)
+            return 0
         for name, net in self.trained_networks().items():
             net.load_state_dict(ckpt["state"][name])
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
         self.history = [EpochStats(**r) for r in json.loads(ckpt["history"])]
+        if selection is not None:
+            self.selection_curve = json.loads(record["curve"])
+            self._best = (int(record["best_epoch"]), record["best_state"]) if record["best_epoch"] else None
         log.info("resumed from %s after epoch %d of %d", path, ckpt["epochs_done"], self.config.training.epochs)
         return int(ckpt["epochs_done"])
+
+
+def selection_identity(checkpoint: dict) -> str | None:
+    """The identity of the selection set a loaded checkpoint measured after its epochs (None: it selected nothing)."""
+    record = checkpoint.get("selection")
+    return None if record is None else str(record["identity"])
 
 
 def checkpoint_identity(checkpoint: dict) -> tuple[str, str, str]:

@@ -3,7 +3,8 @@
 Data: ``data/raw/<dataset>`` (download / generate) and ``data/prepared/<name>`` (prepare; its files are named by
 the data kind's adapter). Outputs: ``outputs/<experiment>/``, one folder per step, each written by its step alone:
 
-    train/         train step: checkpoints/last.pt, samples/epoch_NNN.png, history.json, losses.png (kept across reruns)
+    train/         train step: checkpoints/last.pt, samples/epoch_NNN.png, history.json, losses.png (kept across reruns),
+                   selection.json (which epoch the model keeps, and by which signal)
     model/         train step: model.pt and the files the model carries (preprocessor, series transform, windowing)
     calibration/   calibrate step: threshold.json (thresholds, calibration scores), mc_scores.npy
     scores/        score step: scores.parquet (one row per test input), points.parquet (series), val_anomaly_scores.npy
@@ -63,6 +64,10 @@ class ExperimentLayout:
     @property
     def losses(self) -> Path:
         return self.train_dir / "losses.png"
+
+    @property
+    def selection(self) -> Path:
+        return self.train_dir / "selection.json"
 
     @property
     def model_dir(self) -> Path:

@@ -116,12 +116,15 @@ class Params(Strict):
             raise ParamsError(f"unknown experiment '{name}'; params `experiments` has: {', '.join(self.experiments)}")
         return Experiment(name=name, references=self.references_of(name), **dict(self.experiments[name]))
 
+    def is_reference(self, name: str) -> bool:
+        """Whether experiment ``name``'s model is a reference detector (models.reference: no GAN, no training seed)."""
+        return capabilities(self.experiments[name].model.kind).reference
+
     def references_of(self, name: str) -> tuple[str, ...]:
         """The other experiments on ``name``'s data whose model is a reference detector, in params order: the report of
         ``name`` states their AUROC / AUPRC on the same split, and the gap to them."""
         data = self.experiments[name].data
-        return tuple(other for other, exp in self.experiments.items()
-                     if other != name and exp.data == data and capabilities(exp.model.kind).reference)
+        return tuple(other for other, exp in self.experiments.items() if other != name and exp.data == data and self.is_reference(other))
 
 
 def _check_prepare(name: str, prep: PrepareParams, download: dict[str, DatasetSpec], generate: dict) -> None:

@@ -136,13 +136,15 @@ def test_invalid_value_names_the_key(good, tmp_path, dotted, value, key):
     # a setting of another model: the model's own config has no such key
     ([X, EXP, "model", "alpha"], 0.5, f"{X}.{EXP}.model.alpha: unknown key; allowed: kind, device, network, training"),
     ([X, "mnist-egbad", "model", "training", "w_con"], 1.0, f"{X}.mnist-egbad.model.training.w_con: unknown key"),
-    ([X, "mnist-egbad", "model", "search"], {"steps": 3}, f"{X}.mnist-egbad.model.search: unknown key; allowed: kind, device, network, training, alpha, score_method"),
+    ([X, "mnist-egbad", "model", "search"], {"steps": 3}, f"{X}.mnist-egbad.model.search: unknown key; allowed: kind, device, network, training, selection, alpha, score_method"),
     ([X, EXP, "model", "warm_start"], {"steps": 3}, f"{X}.{EXP}.model.warm_start: unknown key"),
     ([X, "mnist-adgan", "model", "feature_weight"], 0.2, f"{X}.mnist-adgan.model.feature_weight: unknown key"),
     ([X, "kdd99-egbad", "model"], {"kind": "dcgan"}, f"{X}.kdd99-egbad.model.kind: 'dcgan' takes image inputs, but 'kdd99' is tabular data; use one of egbad, ganomaly"),
     ([X, "mnist-ganomaly", "model", "network", "discriminator_norm"], "spectral", f"{X}.mnist-ganomaly.model.network.discriminator_norm: unknown key"),
     (["prepare", "mnist", "kdd99"], {"test_fraction": 0.5}, "prepare.mnist.kdd99: only for kdd99 datasets"),
     ([X, "mnist-anogan", "model", "search", "lr_theta"], 1e-4, f"{X}.mnist-anogan.model.search: anogan keeps the generator frozen"),
+    ([X, "mnist-adgan", "model", "selection"], {"epoch": "best"}, f"{X}.mnist-adgan.model.selection: adgan keeps the last epoch"),
+    ([X, "mnist-dcgan", "model", "selection", "signal"], "test", f"{X}.mnist-dcgan.model.selection.signal"),
 ])
 def test_model_sections_and_data_kinds_must_match(good, tmp_path, dotted, value, expected):
     message = load_error(write(tmp_path, set_key(good, dotted, value)))

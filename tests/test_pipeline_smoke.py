@@ -70,6 +70,7 @@ EXPERIMENTS = ("mnist-dcgan", "mnist-adgan", "mnist-anogan", "rgbd-adgan", "rgbd
                "kdd99-egbad", "kdd99-ganomaly", "kdd99-knn", "kdd99-pca", "skab-madgan", "smd-madgan", "kdd99-madgan", "mnistseq-madgan")  # every system
 REFERENCES = {"rgbd-knn": "rgbd", "mnist-knn": "mnist", "mnist-pca": "mnist", "kdd99-knn": "kdd99", "kdd99-pca": "kdd99"}  # no generator; by data
 LATENT_SEARCH = ("mnist-adgan", "mnist-anogan", "rgbd-adgan")
+EPOCH_SELECTED = ("mnist-dcgan", "mnist-egbad", "mnist-ganomaly", "kdd99-egbad", "kdd99-ganomaly")  # selection.epoch: best (models.selection)
 TABULAR = ("kdd99-egbad", "kdd99-ganomaly", "kdd99-knn", "kdd99-pca")
 SERIES = ("skab-madgan", "smd-madgan", "kdd99-madgan", "mnistseq-madgan")
 
@@ -141,6 +142,15 @@ def test_smoke_repro_finishes_in_time(repro):
         data = data_of[experiment]
         compared = {r for r, d in REFERENCES.items() if d == data and r != experiment}  # every reference on the same data, scored first
         assert set(metrics["reference"]) == compared and all(m["available"] for m in metrics["reference"].values()), (experiment, metrics["reference"])
+        selection = metrics["selection"]  # what chose the settings: never the test labels
+        assert selection["test_labels_used"] is False and selection["choices"]["threshold"]["signal"] == "label_free"
+        epoch = selection["choices"]["epoch"]
+        rule = "best" if experiment in EPOCH_SELECTED else "none" if experiment in REFERENCES else "last"
+        assert epoch["rule"] == rule, (experiment, epoch)
+        if rule == "best":  # the smoke trains one epoch: measured once, kept, drawn
+            assert epoch["signal"] == "label_free" and epoch["epoch"] == 1 and len(epoch["curve"]) == 1, epoch
+            assert (root / "outputs" / experiment / "report" / "plots" / "selection.png").is_file()
+        assert ("search_budget" in selection["choices"]) == (experiment in LATENT_SEARCH), experiment
         if experiment in SERIES:  # named point metrics, point adjustment only beside random scores
             overall = metrics["series"]["overall"]
             assert {"pointwise_f1", "event_recall", "point_adjusted_f1", "point_adjusted_f1_random_scores"} <= set(overall)
@@ -167,6 +177,7 @@ def test_registered_model_loads_and_predicts(repro, experiment):
     assert {"test_precision", "test_recall", "test_f1", "test_auroc"} <= set(version.tags)
     run_metrics = MlflowClient(uri).get_run(version.run_id).data.metrics  # the references beside the model's own figures
     assert {f"reference_{r}_auroc_gap" for r in metrics["reference"]} <= set(run_metrics)
+    assert ("selected_epoch" in run_metrics) == (experiment in EPOCH_SELECTED) and version.tags["selection_signal"] == "label_free"
 
     from tasks.params import load_params
 

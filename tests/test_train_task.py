@@ -1,5 +1,6 @@
 """The train step: a finished GAN of a sibling experiment with the same training settings and data is reused
-(no second training, identical weights), and never one that differs in settings or data."""
+(no second training, identical weights), and never one that differs in settings or data, or that did not measure
+the selection set an experiment that selects its epoch needs."""
 
 from __future__ import annotations
 
@@ -62,12 +63,28 @@ def test_a_sibling_experiments_finished_gan_is_reused(outputs, caplog):
     assert any("reusing the finished GAN of toy-dcgan" in r.getMessage() for r in caplog.records)
     adgan = load_detector(adgan_dir, device="cpu")
     assert adgan.kind == "adgan"
+    # ADGAN keeps the last epoch of the shared training; the DCGAN model keeps its selected epoch of the same run
+    trained = torch.load(ExperimentLayout.of("toy-dcgan", outputs).checkpoints / "last.pt", weights_only=True)["state"]
     for name in ("generator", "discriminator"):
-        for key, tensor in dcgan.networks()[name].state_dict().items():
+        for key, tensor in trained[name].items():
             assert torch.equal(tensor, adgan.networks()[name].state_dict()[key]), key
+    assert json.loads(ExperimentLayout.of("toy-dcgan", outputs).selection.read_text())["rule"] == "best"
+    assert json.loads(layout.selection.read_text())["rule"] == "last"
+    assert dcgan.kind == "dcgan"
     assert sorted(p.name for p in layout.samples.glob("*.png")) == ["epoch_001.png", "epoch_002.png"]
     history = json.loads(layout.history.read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_a_gan_that_selects_its_epoch_does_not_reuse_one_that_measured_nothing(outputs, caplog):
+    write_prepared("toy")
+    train(experiment("toy-adgan", kind="adgan", search={"n_seeds": 1, "steps": 2, "lr_theta": 0.0}), ExperimentLayout.of("toy-adgan", outputs))
+    layout = ExperimentLayout.of("toy-dcgan", outputs)
+    with caplog.at_level(logging.INFO, logger="tasks.steps.train"):
+        train(experiment("toy-dcgan"), layout)  # selection.epoch: best by default
+    assert not any("reusing" in r.getMessage() for r in caplog.records)
+    record = json.loads(layout.selection.read_text())
+    assert record["rule"] == "best" and len(record["curve"]) == 2 and record["signal"] == "label_free"
 
 
 @pytest.mark.parametrize("change", ["settings", "data"])

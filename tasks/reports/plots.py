@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from models.storage import atomic_write_bytes  # noqa: E402
 
@@ -81,14 +81,15 @@ def score_histogram(groups: dict[str, np.ndarray], thresholds: dict[str, float],
 
 
 def roc_plot(labels: np.ndarray, scores: np.ndarray, operating_points: dict[str, tuple[float, float]], path: Path, title: str,
-             references: dict[str, np.ndarray] | None = None) -> Path:
-    """ROC curve with each threshold's (FPR, TPR) marked; reference detectors' curves on the same rows dashed."""
+             references: dict[str, tuple[np.ndarray, float]] | None = None) -> Path:
+    """ROC curve with each threshold's (FPR, TPR) marked; reference detectors' curves on the same rows dashed
+    (``references``: name -> (their scores, their AUROC as the report measured it))."""
     fpr, tpr, _ = roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
     ax.plot(fpr, tpr, label="ROC")
-    for name, ref in (references or {}).items():
+    for name, (ref, auroc) in (references or {}).items():
         ref_fpr, ref_tpr, _ = roc_curve(labels, ref)
-        ax.plot(ref_fpr, ref_tpr, linestyle="--", linewidth=1.0, label=f"{name} (AUROC {roc_auc_score(labels, ref):.3f})")
+        ax.plot(ref_fpr, ref_tpr, linestyle="--", linewidth=1.0, label=f"{name} (AUROC {auroc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
     for name, (x, y) in operating_points.items():
         ax.scatter([x], [y], color=THRESHOLD_COLOURS.get(name, "black"), zorder=3, label=f"{name} (FPR {x:.3f}, TPR {y:.3f})")
@@ -138,6 +139,19 @@ def loss_curves(history: list[dict], path: Path, title: str) -> Path:
     right.set_ylim(0, 1)
     right.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def selection_curve(curve: list[float], chosen: int, path: Path, title: str, signal: str) -> Path:
+    """The selection set's AUROC after every epoch (models.selection), the kept epoch marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    epochs = np.arange(1, len(curve) + 1)
+    ax.plot(epochs, curve, marker="o", ms=3, label=f"selection AUROC ({signal})")
+    ax.axvline(chosen, color="tab:red", ls="--", lw=1, label=f"kept: epoch {chosen}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("AUROC, calibration normals vs selection anomalies")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

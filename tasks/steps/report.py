@@ -57,8 +57,9 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
 
     from ..reports.evaluation import interpretation, paper_protocol, search_convergence, validation_metrics
     from ..reports.metrics import ranking_metrics, threshold_metrics
-    from ..reports.plots import pr_plot, roc_plot, score_histogram
+    from ..reports.plots import pr_plot, roc_plot, score_histogram, selection_curve
     from ..reports.reference import reference_metrics, reference_scores, reference_sentence
+    from ..reports.selection import selection_record, selection_sentence
 
     name, settings = exp.name, exp.report
     data = load_prepared(prepared_dir(exp.data))
@@ -96,6 +97,9 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
     }
     references = reference_scores(frame, layout.root.parent, exp.references)  # aligned with frame's rows, or why not
     metrics["reference"] = reference_metrics(labels, metrics, references)
+    search = detector.config.search if detector.capabilities.search_loss_score else None
+    budget = None if search is None else {"steps": search.steps, "n_seeds": search.n_seeds}
+    metrics["selection"] = selection_record(layout.selection, calibration.method, budget)
     metrics["validation"] = validation_metrics(np.asarray(calibration.calibration_scores), layout.validation_scores)
     if settings.paper_top_fraction is not None:
         metrics["paper_protocol"] = paper_protocol(labels, scores, settings.paper_top_fraction)
@@ -114,6 +118,7 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
         "interpretation": interpretation(name, metrics, calibration.method),
     }
     summary["interpretation"] += reference_sentence(metrics["reference"])
+    summary["interpretation"] += selection_sentence(metrics["selection"])
     if per_method.get("monte_carlo", {}).get("refused"):
         summary["interpretation"] += f" Monte Carlo threshold refused: {per_method['monte_carlo']['reason']}."
     if "paper_protocol" in metrics:
@@ -135,12 +140,15 @@ def report(exp: Experiment, layout: ExperimentLayout) -> Path:
         score_histogram({"test normal": scores[labels == 0], "test anomalous": scores[labels == 1]},
                         {m: v["threshold"] for m, v in on_test.items()}, plots / "test_histogram.png", f"{name}: test scores by class")
         roc_plot(labels, scores, {m: (v["fpr"], v["recall"]) for m, v in on_test.items()}, plots / "roc.png", f"{name}: ROC (AUROC {metrics['auroc']:.3f})",
-                 references={r: s for r, s in references.items() if not isinstance(s, str)})
+                 references={r: (s, metrics["reference"][r]["auroc"]) for r, s in references.items() if not isinstance(s, str)})
         pr_plot(labels, scores, {m: (v["recall"], v["precision"]) for m, v in on_test.items()}, plots / "pr.png", f"{name}: precision-recall (AUPRC {metrics['auprc']:.3f})")
         fpr, tpr, _ = roc_curve(labels, scores)
         _curve_csv(paths["roc_csv"], pd.DataFrame({"fpr": fpr, "tpr": tpr}))
         precision, recall, _ = precision_recall_curve(labels, scores)
         _curve_csv(paths["pr_csv"], pd.DataFrame({"recall": recall, "precision": precision}))
+        epoch = metrics["selection"]["choices"]["epoch"]
+        if epoch["rule"] == "best":
+            selection_curve(epoch["curve"], epoch["epoch"], plots / "selection.png", f"{name}: epoch selection without test labels", epoch["signal"])
         if kind_report:
             kind_report.figures(name, data, frame, calibration.threshold, detector, settings, plots)
     log.info(summary["interpretation"])

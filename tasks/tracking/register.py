@@ -102,6 +102,7 @@ def _version_tags(calibration: Calibration, metrics: dict) -> dict[str, str]:
         "threshold_method": calibration.method,
         "nominal_fpr": calibration.nominal_fpr,
         "model_id": calibration.model_id,
+        "selection_signal": metrics.get("selection", {}).get("signal"),  # what chose the model's settings (never test labels)
         **{f"test_{k}": metrics[k] for k in ("precision", "recall", "f1", "auroc")},
         **({f"validation_{k}": validation[k] for k in ("auroc", "auprc")} if validation.get("available") else {}),
         **({f"test_paper_protocol_{k}": metrics["paper_protocol"][k] for k in ("precision", "recall", "f1")} if "paper_protocol" in metrics else {}),
@@ -120,6 +121,9 @@ def _report_metrics(metrics: dict) -> dict[str, float]:
     for ref, m in metrics.get("reference", {}).items():  # the reference detectors on the same test rows, and the gaps to them
         if m["available"]:
             out.update({f"reference_{ref}_{k}": m[k] for k in ("auroc", "auprc", "auroc_gap", "auprc_gap")})
+    epoch = metrics.get("selection", {}).get("choices", {}).get("epoch", {})
+    if epoch.get("rule") == "best":  # the epoch kept, chosen without test labels, and its selection AUROC
+        out.update({"selected_epoch": epoch["epoch"], "selection_auroc": epoch["auroc"]})
     return out
 
 
