@@ -58,7 +58,7 @@ class ReferenceDetector(Detector):
         """(N, ...) stored inputs -> (N, D) float32 in model space (images: [-1, 1])."""
         return self.to_model_space(inputs).reshape(len(inputs), -1).cpu().numpy()
 
-    def fit(self, inputs: np.ndarray, checkpoint_dir=None, on_epoch_end=None, progress: bool = True) -> list:
+    def fit(self, inputs: np.ndarray, progress: bool = True) -> list:
         """Fit on normal inputs (the train step's call; there are no epochs or checkpoints). Returns no history."""
         self.check_input(inputs)
         self.fit_arrays(self.flat(np.asarray(inputs)))

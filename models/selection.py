@@ -18,6 +18,7 @@ and records nothing. Training itself is unchanged either way, so resuming stays 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
@@ -52,7 +53,7 @@ class SelectionSet:
     anomalies: np.ndarray
     signal: str
 
-    @property
+    @functools.cached_property  # hashed once: every checkpoint records it
     def identity(self) -> str:
         """What a checkpoint's selection record must match to be resumed: the signal and both sets' bytes."""
         digest = hashlib.sha256(self.signal.encode())

@@ -52,6 +52,9 @@ class TrainingConfig(Settings):
     lr_d: float = setting(2e-4, gt=0.0, le=1.0)  # the discriminator's
     beta1: float = setting(0.5, ge=0.0, lt=1.0)  # Adam's first-moment decay (Radford et al.: 0.5)
     n_fixed_samples: int = setting(64, ge=1, le=4096)  # the fixed-noise sample grid recorded after every epoch
+    # > 0: the model scores with an exponential moving average of the trained weights (GANDetector._update_average);
+    # 0: with the weights of the last update. Training itself is the same either way.
+    ema_decay: float = setting(0.0, ge=0.0, lt=1.0)
 
 
 @dataclass
@@ -85,6 +88,10 @@ class GANDetector(Detector):
         self.selection_curve: list[float] = []  # the selection set's AUROC after each epoch (when fit selects)
         self._best: tuple[int, dict[str, dict[str, torch.Tensor]]] | None = None  # (epoch, CPU copy of its trained weights)
         self.selected: dict | None = None  # after fit with a selection set: what was chosen and by which signal
+        # training.ema_decay > 0: the moving average of every trained parameter, {network: {name: tensor}}, and the
+        # number of updates it has seen
+        self._average: dict[str, dict[str, torch.Tensor]] | None = None
+        self._average_updates = 0
 
     # --- what subclasses provide -------------------------------------------------------
     def build_networks(self) -> None:
@@ -183,6 +190,7 @@ class GANDetector(Detector):
 
         With a ``selection`` set, its AUROC under the model's own score is measured after every epoch and the
         networks end with the weights of the best epoch (models.selection); training itself is the same either way.
+        With ``training.ema_decay`` > 0, the weights measured, drawn and kept are the moving average of the updates.
         """
         self.check_input(inputs)
         if len(inputs) < 2:
@@ -192,26 +200,70 @@ class GANDetector(Detector):
         # split is never copied whole.
         key = data_key(inputs, dtype=self.input_dtype)
         optimizers = self.build_optimizers()
+        if cfg.ema_decay > 0:
+            self._average, self._average_updates = self._parameters(), 0  # the average starts at the initial weights
         start_epoch = self._resume(checkpoint_dir, optimizers, key, selection)
         fixed_z = torch.randn(cfg.n_fixed_samples, self.noise_dim, generator=derived_generator(cfg.seed, Stream.FIXED_NOISE))
         for epoch in range(start_epoch, cfg.epochs):
             record = self._train_epoch(inputs, epoch, optimizers, progress)
             self.history.append(record)
             if selection is not None:
-                self._measure(selection, record.epoch)
+                with self._averaged_weights():
+                    self._measure(selection, record.epoch)
             if checkpoint_dir is not None:
                 self._save_checkpoint(Path(checkpoint_dir), epoch + 1, optimizers, key, selection)
             chosen = f"  selection AUROC {self.selection_curve[-1]:.4f}" if selection is not None else ""
             log.info("epoch %d/%d  %s%s  %.1fs", record.epoch, cfg.epochs, "  ".join(f"{k} {v:.4f}" for k, v in record.stats.items()), chosen, record.seconds)
             if on_epoch_end is not None:
-                with evaluating(self.networks().values()):
+                with evaluating(self.networks().values()), self._averaged_weights():
                     on_epoch_end(record, self.from_model_space(self.decode(fixed_z.to(self.device))))
+        if self._average is not None:
+            self._load_parameters(self._average)  # the model scores with the averaged weights
         if selection is not None:
             self._keep_best(selection)
         for net in self.networks().values():
             net.eval()
         self.after_training(inputs, progress)
         return self.history
+
+    # --- the moving average of the weights (training.ema_decay) --------------------------------------
+    def _parameters(self) -> dict[str, dict[str, torch.Tensor]]:
+        """A copy of every trained parameter, on the model's device (buffers such as BatchNorm statistics are not included)."""
+        return {name: {k: p.detach().clone() for k, p in net.named_parameters()} for name, net in self.trained_networks().items()}
+
+    def _load_parameters(self, values: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Copy ``values`` into the trained parameters in place (the optimisers keep their references)."""
+        with torch.no_grad():
+            for name, net in self.trained_networks().items():
+                for k, p in net.named_parameters():
+                    p.copy_(values[name][k])
+
+    def _update_average(self) -> None:
+        """After update t (0-based): θ̄ ← d·θ̄ + (1 − d)·θ with d = min(ema_decay, (1 + t) / (10 + t)).
+
+        The warm-up (TensorFlow's ExponentialMovingAverage with num_updates) lets a short schedule forget the initial
+        weights: the average covers roughly the last tenth of the updates until 1 / (1 − ema_decay) is shorter.
+        """
+        t = self._average_updates
+        weight = 1.0 - min(self.config.training.ema_decay, (1 + t) / (10 + t))
+        with torch.no_grad():
+            for name, net in self.trained_networks().items():
+                for k, p in net.named_parameters():
+                    self._average[name][k].lerp_(p.detach(), weight)
+        self._average_updates = t + 1
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """Inside the block the trained networks hold the averaged parameters (no change without averaging)."""
+        if self._average is None:
+            yield
+            return
+        live = self._parameters()
+        self._load_parameters(self._average)
+        try:
+            yield
+        finally:
+            self._load_parameters(live)
 
     # --- epoch selection (models.selection) --------------------------------------------------------
     def _measure(self, selection: SelectionSet, epoch: int) -> None:
@@ -262,6 +314,8 @@ class GANDetector(Detector):
                 torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
             for step, idx in enumerate(bar):
                 stats = {k: float(v) for k, v in self.train_step(self._batch(inputs, idx), gen, optimizers).items()}
+                if self._average is not None:
+                    self._update_average()
                 bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
                 if bad:
                     raise GadflowError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} ({bad}); lower the learning rates. Nothing after epoch {epoch} was saved")
@@ -287,6 +341,7 @@ class GANDetector(Detector):
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "history": json.dumps([asdict(r) for r in self.history]),
             "selection": record,
+            "average": None if self._average is None else {"state": self._average, "updates": self._average_updates},
         })
 
     def _resume(self, checkpoint_dir: Path | None, optimizers: dict[str, torch.optim.Optimizer], key: str, selection: SelectionSet | None) -> int:
@@ -300,7 +355,7 @@ class GANDetector(Detector):
             log.warning("%s was made with another model, config or data: training from scratch", path)
             return 0
         record = ckpt.get("selection")
-        if selection is not None and (record is None or record["identity"] != selection.identity):
+        if selection is not None and selection_identity(ckpt) != selection.identity:
             log.warning("%s did not measure this selection set after its epochs: training from scratch", path)
             return 0
         for name, net in self.trained_networks().items():
@@ -308,6 +363,10 @@ class GANDetector(Detector):
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
         self.history = [EpochStats(**r) for r in json.loads(ckpt["history"])]
+        if self._average is not None:  # the training key holds ema_decay, so a checkpoint of this config carries the average
+            average = ckpt["average"]
+            self._average = {name: {k: v.to(self.device) for k, v in state.items()} for name, state in average["state"].items()}
+            self._average_updates = int(average["updates"])
         if selection is not None:
             self.selection_curve = json.loads(record["curve"])
             self._best = (int(record["best_epoch"]), record["best_state"]) if record["best_epoch"] else None

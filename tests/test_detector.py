@@ -24,7 +24,7 @@ from tests.helpers.detectors import merged
 
 BASE = {"device": "cpu", "network": {"latent_dim": 8, "base_channels": 4}, "training": {"epochs": 2, "batch_size": 16, "n_fixed_samples": 4}}
 INPUTS = InputSpec("image", (1, 16, 16))
-CHECKPOINT_KEYS = {"trained_as", "training_key", "data_key", "epochs_done", "state", "optimizers", "history", "selection"}
+CHECKPOINT_KEYS = {"trained_as", "training_key", "data_key", "epochs_done", "state", "optimizers", "history", "selection", "average"}
 
 
 def config(changes: dict | None = None) -> DCGANConfig:

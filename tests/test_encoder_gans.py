@@ -142,7 +142,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, caplog, cls, cfg_c
         make(cls, case).fit(data, checkpoint_dir=tmp_path / "B", on_epoch_end=interrupt, progress=False)
     checkpoint = torch.load(tmp_path / "B" / LAST_CHECKPOINT, weights_only=True)
     assert checkpoint["epochs_done"] == 1
-    assert set(checkpoint) == {"trained_as", "training_key", "data_key", "epochs_done", "state", "optimizers", "history", "selection"}
+    assert set(checkpoint) == {"trained_as", "training_key", "data_key", "epochs_done", "state", "optimizers", "history", "selection", "average"}
     assert checkpoint["trained_as"] == cls.kind
     ran = []
     with caplog.at_level(logging.INFO, logger="models.trainer"):
