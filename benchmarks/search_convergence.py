@@ -3,7 +3,8 @@
 A sample x = G(z*) is reachable by construction, so the loss the search leaves on it measures the
 search alone (not the GAN, not the data). If that loss is close to the loss on real normal frames, the
 scores mostly measure an unfinished search, not distance from the normal manifold. This uses no test
-data and no labels, so it may pick the `search` settings of an experiment.
+data and no labels, so it may pick the `search` settings of an experiment. It picked RGB-D's. On MNIST a more finished
+search ranked the other digits worse, so it did not pick mnist-adgan's (benchmarks/search_budget.py draws both).
 
 The model is a saved adgan/anogan model folder (by default outputs/<--experiment>/model, what the pipeline
 trained with params.yaml's settings); its own search settings apply but for the grid's steps and lr_z, the
