@@ -314,11 +314,11 @@ class GANDetector(Detector):
                 torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
             for step, idx in enumerate(bar):
                 stats = {k: float(v) for k, v in self.train_step(self._batch(inputs, idx), gen, optimizers).items()}
-                if self._average is not None:
-                    self._update_average()
                 bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
                 if bad:
                     raise GadflowError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} ({bad}); lower the learning rates. Nothing after epoch {epoch} was saved")
+                if self._average is not None:
+                    self._update_average()
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k.startswith("loss")})

@@ -32,8 +32,7 @@ def selection_record(train_selection: Path, threshold_method: str, search_budget
     }
     if search_budget is not None:
         choices["search_budget"] = {"rule": "params", "signal": "label_free", **search_budget,
-                                    "evidence": "params.yaml; checked on generated samples (summary.json search_convergence); "
-                                                "larger budgets ranked MNIST anomalies worse (benchmarks/search_budget.py)"}
+                                    "evidence": "params.yaml; checked on generated samples (summary.json search_convergence)"}
     signals = sorted({c["signal"] for c in choices.values() if c.get("signal")})
     return {"signal": signals[0] if len(signals) == 1 else signals, "test_labels_used": False, "choices": choices}
 
