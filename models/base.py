@@ -98,6 +98,20 @@ def evaluating(modules: Iterable[nn.Module]) -> Iterator[None]:
             m.train(mode)
 
 
+class FittedArrays(nn.Module):
+    """Named arrays fitted on the training normals, as buffers (their shapes come from the data, so loading
+    registers whatever the saved state holds instead of requiring buffers of fixed shapes)."""
+
+    def put(self, **arrays: np.ndarray) -> None:
+        for name, array in arrays.items():
+            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        for key, value in state_dict.items():
+            if key.startswith(prefix):
+                self.register_buffer(key[len(prefix):], value.detach().clone())
+
+
 class Detector:
     """Base class: owns the device, the input check, the eval/no_grad bracket, batching and persistence.
 

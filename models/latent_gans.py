@@ -50,6 +50,8 @@ class LatentGANConfig(DCGANConfig):
         super().check()
         if self.selection.epoch != "last":
             raise SettingsError(f"selection: {self.kind} keeps the last epoch (epoch: last): scoring by latent search after every epoch costs more than training")
+        if self.score_method != "discriminator":
+            raise SettingsError(f"score_method: {self.kind} scores by latent search; feature_mahalanobis is dcgan's")
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Capabilities, Detector, ModelConfig
+from .base import Capabilities, Detector, FittedArrays, ModelConfig
 from .errors import GadflowError
 from .settings import setting
 
 log = logging.getLogger(__name__)
 
 REFERENCE_CAPABILITIES = Capabilities(input_kinds=("image", "tabular"), monte_carlo_labels=False, generator=False, reference=True)
-
-
-class FittedArrays(nn.Module):
-    """Named arrays fitted on the training normals, as buffers (their shapes come from the data, so loading
-    registers whatever the saved state holds instead of requiring buffers of fixed shapes)."""
-
-    def put(self, **arrays: np.ndarray) -> None:
-        for name, array in arrays.items():
-            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)))
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        for key, value in state_dict.items():
-            if key.startswith(prefix):
-                self.register_buffer(key[len(prefix):], value.detach().clone())
 
 
 class ReferenceDetector(Detector):

@@ -14,6 +14,7 @@ train the same GAN, so a checkpoint of one resumes, or when complete is reused b
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -115,6 +116,10 @@ class GANDetector(Detector):
     def after_training(self, inputs: np.ndarray, progress: bool) -> None:
         """Fits that follow the GAN on the same training inputs (an inverting encoder, score statistics)."""
 
+    def fit_score_statistics(self, inputs: np.ndarray) -> None:
+        """Statistics of the score that depend on the current weights, fitted on training inputs (default: none).
+        Called before every selection measurement, so that each epoch is measured with the score it would have."""
+
     @property
     def trained_as(self) -> str:
         """How the networks are trained: models that train the same GAN share checkpoints."""
@@ -129,6 +134,12 @@ class GANDetector(Detector):
     def noise_dim(self) -> int:
         """Size of the flat latent vector ``decode`` takes."""
         return self.config.network.latent_dim
+
+    def selection_key(self, selection: SelectionSet) -> str:
+        """What a checkpoint's selection record must match: the set, and the settings of the score that measured it
+        (every config field but the device and those that shape training, which the checkpoint identity holds)."""
+        scoring = {k: v for k, v in self.config.to_dict().items() if k not in ("device", "network", "training", "selection")}
+        return f"{selection.identity}/{hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()[:16]}"
 
     # --- helpers for subclasses ----------------------------------------------------------
     def adam(self, *modules: nn.Module, lr: float) -> torch.optim.Adam:
@@ -209,6 +220,7 @@ class GANDetector(Detector):
             self.history.append(record)
             if selection is not None:
                 with self._averaged_weights():
+                    self.fit_score_statistics(inputs)
                     self._measure(selection, record.epoch)
             if checkpoint_dir is not None:
                 self._save_checkpoint(Path(checkpoint_dir), epoch + 1, optimizers, key, selection)
@@ -330,7 +342,7 @@ class GANDetector(Detector):
         trained_as, training_key, data = self.checkpoint_identity(key)
         record = None  # the selection so far, so that a resumed run selects exactly as an uninterrupted one
         if selection is not None:
-            record = {"identity": selection.identity, "curve": json.dumps(self.selection_curve),
+            record = {"identity": self.selection_key(selection), "curve": json.dumps(self.selection_curve),
                       "best_epoch": self._best[0] if self._best else 0, "best_state": self._best[1] if self._best else {}}
         atomic_torch_save(directory / LAST_CHECKPOINT, {
             "trained_as": trained_as,
@@ -355,7 +367,7 @@ class GANDetector(Detector):
             log.warning("%s was made with another model, config or data: training from scratch", path)
             return 0
         record = ckpt.get("selection")
-        if selection is not None and selection_identity(ckpt) != selection.identity:
+        if selection is not None and selection_identity(ckpt) != self.selection_key(selection):
             log.warning("%s did not measure this selection set after its epochs: training from scratch", path)
             return 0
         for name, net in self.trained_networks().items():

@@ -74,7 +74,7 @@ def reuse_finished_gan(detector, train_inputs: np.ndarray, layout: ExperimentLay
     wanted = detector.checkpoint_identity(data_key(train_inputs, dtype=detector.input_dtype))
     for candidate in sorted(layout.root.parent.glob(f"*/{own.relative_to(layout.root)}")):
         ckpt = load_checkpoint(candidate)
-        measured = selection is None or selection_identity(ckpt) == selection.identity
+        measured = selection is None or selection_identity(ckpt) == detector.selection_key(selection)
         if checkpoint_identity(ckpt) == wanted and int(ckpt["epochs_done"]) == detector.config.training.epochs and measured:
             atomic_write_bytes(own, candidate.read_bytes())
             sibling = ExperimentLayout(candidate.parents[2])
