@@ -97,7 +97,7 @@ class DCGANDetector(GANDetector):
                 batch = self.to_model_space(np.asarray(inputs[rows[start : start + FEATURE_BATCH]]))
                 features.append(self.discriminator.features(batch).flatten(1).double().cpu().numpy())
         f = np.concatenate(features)  # (N, F) float64
-        pca = PCA(n_components=self.config.feature_variance, svd_solver="full").fit(f)
+        pca = PCA(n_components=self.config.feature_variance, svd_solver="covariance_eigh").fit(f)  # eigh of the (F, F) covariance: fast when N > F
         covariance = LedoitWolf().fit(pca.transform(f))  # on (N, K)
         self.feature_statistics.put(mean=pca.mean_.astype(np.float32), components=pca.components_.astype(np.float32),  # (F,), (K, F)
                                     location=covariance.location_.astype(np.float32), precision=covariance.precision_.astype(np.float32))  # (K,), (K, K)
