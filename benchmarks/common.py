@@ -102,6 +102,14 @@ def settings(args: argparse.Namespace) -> Settings:
     return loaded
 
 
+def one_class(loaded: Settings, experiment: str, digit: int) -> tuple[Params, dict]:
+    """The params with ``digit`` as the only normal class of ``experiment``'s data (the benchmark's own change,
+    prepare.<data>.normal_classes), and that change, for the JSON's ``design``."""
+    data_name = loaded.params.experiments[experiment].data
+    changes = {f"prepare.{data_name}.normal_classes": [digit]}
+    return loaded.changed(changes), changes
+
+
 @contextlib.contextmanager
 def workspace(prefix: str = "gadflow-bench-") -> Iterator[Path]:
     """A temporary project folder, the current folder for the duration: the steps write data/ and outputs/ there."""

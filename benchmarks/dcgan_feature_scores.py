@@ -40,13 +40,11 @@ def main() -> None:
     from tasks.adapters import load_prepared
     from tasks.reports.metrics import ranking_metrics
 
-    data_name = loaded.params.experiments[args.experiment].data
-    changes = {f"prepare.{data_name}.normal_classes": [args.digit]}
-    params = loaded.changed(changes)
+    params, changes = common.one_class(loaded, args.experiment, args.digit)
     exp = params.experiment(args.experiment)
     rows: list[dict] = []
     with common.workspace():
-        data = load_prepared(common.prepare(params, data_name))
+        data = load_prepared(common.prepare(params, exp.data))
         detector = get_detector(exp.model.kind)(exp.model, data.input_spec)
         train = np.asarray(data.train)
         fit_rows = train[subset(np.arange(len(train)), args.fit_rows, seed=0)]

@@ -104,13 +104,11 @@ def main() -> None:
     base_exp = loaded.params.experiment(args.experiment)
     if base_exp.model.kind not in ("adgan", "anogan"):
         parser.error(f"{args.experiment} is a '{base_exp.model.kind}' model: this benchmark needs a latent-search model (adgan, anogan)")
-    data_name = base_exp.data
-    digit = args.digit if args.digit is not None else loaded.params.prepare[data_name].normal_classes[0]
-    changes = {f"prepare.{data_name}.normal_classes": [digit]}
-    params = loaded.changed(changes)
+    digit = args.digit if args.digit is not None else loaded.params.prepare[base_exp.data].normal_classes[0]
+    params, changes = common.one_class(loaded, args.experiment, digit)
     exp = params.experiment(args.experiment)
     with common.workspace():
-        data = load_prepared(common.prepare(params, data_name))
+        data = load_prepared(common.prepare(params, exp.data))
         detector = get_detector(exp.model.kind)(exp.model, data.input_spec)
         start = time.perf_counter()
         detector.fit(np.asarray(data.train), progress=False)
