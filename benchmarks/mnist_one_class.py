@@ -41,6 +41,7 @@ def run_digit(loaded: common.Settings, digit: int, experiments: list[str]) -> li
         rows.append({
             "experiment": experiment, "digit": digit, "auroc": metrics["auroc"], "auprc": metrics["auprc"], "nominal_fpr": metrics["nominal_fpr"],
             "fpr": {m: v["fpr"] for m, v in thresholds.items()}, "f1": {m: v["f1"] for m, v in thresholds.items()},  # per threshold method
+            "validation_auroc": metrics["validation"].get("auroc"),  # calibration normals vs the validation split (the declared validation signal)
             "reference": common.reference_figures(metrics),
             "selection": common.selected_epoch(metrics),  # the epoch kept, and the signal that chose it (never test labels)
             "seconds_per_epoch": float(np.mean([h["seconds"] for h in metrics["history"]])) if metrics["history"] else None,
@@ -57,6 +58,8 @@ def summarise(experiment: str, rows: list[dict]) -> dict:
         "digits": [r["digit"] for r in rows],
         "auroc_per_digit": [round(r["auroc"], 4) for r in rows],
         "mean_auroc": float(np.mean([r["auroc"] for r in rows])),
+        "validation_auroc_per_digit": [None if r["validation_auroc"] is None else round(r["validation_auroc"], 4) for r in rows],
+        "mean_validation_auroc": None if any(r["validation_auroc"] is None for r in rows) else float(np.mean([r["validation_auroc"] for r in rows])),
         "nominal_fpr": nominal,
         "fpr_per_digit": {m: [round(r["fpr"][m], 4) for r in rows] for m in methods},
         "mean_abs_fpr_error": {m: float(np.mean([abs(r["fpr"][m] - nominal) for r in rows])) for m in methods},
