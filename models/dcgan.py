@@ -30,11 +30,19 @@ FEATURE_BATCH = 1024  # images per forward pass when the feature statistics are 
 
 
 @dataclass(frozen=True)
-class DCGANConfig(ModelConfig):
-    kind: Literal["dcgan"] = "dcgan"
+class DCGANTrainingSettings(ModelConfig):
+    """What every detector that trains this GAN shares (DCGAN, and ADGAN/AnoGAN in models.latent_gans)."""
+
     network: DCGANNetwork = nested(DCGANNetwork)
     training: TrainingConfig = nested(TrainingConfig)
     selection: EpochSelection = nested(EpochSelection)  # which epoch's weights the model keeps (models.selection)
+
+
+@dataclass(frozen=True)
+class DCGANConfig(DCGANTrainingSettings):
+    """DCGAN scored by its discriminator (``score_method``)."""
+
+    kind: Literal["dcgan"] = "dcgan"
     score_method: Literal["discriminator", "feature_mahalanobis"] = "discriminator"
     feature_fit_rows: int = setting(4000, ge=10, le=1_000_000)  # feature_mahalanobis: training normals fitted on (a seeded subset)
     feature_variance: float = setting(0.95, gt=0.0, lt=1.0)  # feature_mahalanobis: share of the features' variance the PCA keeps

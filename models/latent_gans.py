@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .base import Capabilities, to_model_space, to_uint8
-from .dcgan import DCGANConfig, DCGANDetector
+from .dcgan import DCGANDetector, DCGANTrainingSettings
 from .dcgan_nets import ConvEncoder
 from .device import Stream, derived_generator
 from .latent_search import FrozenGeneratorSearch, LatentSearchConfig, LatentSearchScorer, PerSampleLoss, frozen
@@ -39,7 +39,7 @@ class WarmStartConfig(Settings):
 
 
 @dataclass(frozen=True)
-class LatentGANConfig(DCGANConfig):
+class LatentGANConfig(DCGANTrainingSettings):
     search: LatentSearchConfig = nested(LatentSearchConfig)
     warm_start: WarmStartConfig | None = None  # None: every restart starts at a seeded random z
     # The last epoch: a latent search per sample after every epoch would cost more than training, and the
@@ -50,8 +50,6 @@ class LatentGANConfig(DCGANConfig):
         super().check()
         if self.selection.epoch != "last":
             raise SettingsError(f"selection: {self.kind} keeps the last epoch (epoch: last): scoring by latent search after every epoch costs more than training")
-        if self.score_method != "discriminator":
-            raise SettingsError(f"score_method: {self.kind} scores by latent search; feature_mahalanobis is dcgan's")
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,8 @@ def test_a_selection_measured_with_the_other_score_is_not_resumed(tmp_path, capl
     assert epochs_run == [1, 2] and "did not measure this selection set" in caplog.text
 
 
-def test_latent_search_models_refuse_the_feature_score():
-    with pytest.raises(SettingsError, match="score_method"):
-        ADGANConfig.from_dict({"score_method": "feature_mahalanobis"})
+def test_latent_search_models_have_no_feature_settings():
+    """ADGAN/AnoGAN share DCGAN's training settings only: its score settings are not theirs."""
+    for key, value in (("score_method", "feature_mahalanobis"), ("feature_fit_rows", 100), ("feature_variance", 0.9)):
+        with pytest.raises(SettingsError, match=f"{key}: not a setting of ADGANConfig"):
+            ADGANConfig.from_dict({key: value})
