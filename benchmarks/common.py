@@ -102,11 +102,12 @@ def settings(args: argparse.Namespace) -> Settings:
     return loaded
 
 
-def one_class(loaded: Settings, experiment: str, digit: int) -> tuple[Params, dict]:
+def one_class(loaded: Settings, experiment: str, digit: int, also: dict[str, object] | None = None) -> tuple[Params, dict]:
     """The params with ``digit`` as the only normal class of ``experiment``'s data (the benchmark's own change,
-    prepare.<data>.normal_classes), and that change, for the JSON's ``design``."""
+    prepare.<data>.normal_classes) and the benchmark's other design changes ``also`` (dotted keys), and those
+    changes, for the JSON's ``design``."""
     data_name = loaded.params.experiments[experiment].data
-    changes = {f"prepare.{data_name}.normal_classes": [digit]}
+    changes = {f"prepare.{data_name}.normal_classes": [digit], **(also or {})}
     return loaded.changed(changes), changes
 
 

@@ -31,7 +31,9 @@ def main() -> None:
     from tasks.adapters import load_prepared
     from tasks.reports.metrics import ranking_metrics
 
-    params, changes = common.one_class(loaded, args.experiment, args.digit)
+    # this diagnostic is about D's own score, 1 − D(x), whatever score_method the experiment sets
+    params, changes = common.one_class(loaded, args.experiment, args.digit,
+                                       also={f"experiments.{args.experiment}.model.score_method": "discriminator"})
     exp = params.experiment(args.experiment)
     rows = []
     with common.workspace():
